@@ -1,0 +1,140 @@
+"""The contract every model of the study meets (see ``models/model_contract.md``).
+
+A model file defines one module-level ``SPEC = ModelSpec(...)``. Everything the
+pipeline needs to know about a model is in that object; nothing else in the
+project has to change when a model is added.
+
+Latent coordinates
+------------------
+Every comparison happens in the *unconstrained* space where Pyro's guides live:
+each latent site ``x`` with support ``S`` is mapped by ``biject_to(S).inv`` to
+``z``, and the flat vector ``z`` (length ``d``) concatenates the sites in the
+order the model samples them, each flattened in C order. Fields below that
+speak of "flat coordinates" mean this vector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+
+Data = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class GaussianPosterior:
+    """An exact Gaussian posterior over the flat unconstrained latents.
+
+    Attributes
+    ----------
+    mean : torch.Tensor
+        Shape ``(d,)``.
+    covariance : torch.Tensor
+        Shape ``(d, d)``.
+    """
+
+    mean: torch.Tensor
+    covariance: torch.Tensor
+
+
+@dataclass(frozen=True)
+class LaplaceTorchProblem:
+    """A model as laplace-torch sees it: a plain ``torch.nn.Module`` and its likelihood.
+
+    The module's parameters must be the model's latent sites (same shapes), the
+    likelihood and the isotropic Gaussian prior must match the Pyro model, so
+    that laplace-torch approximates the very posterior the Pyro model defines.
+
+    Attributes
+    ----------
+    module : torch.nn.Module
+        A fresh module; the pipeline loads the MAP into it before fitting.
+    likelihood : str
+        ``"regression"`` (Gaussian noise ``sigma_noise``) or ``"classification"``
+        (softmax cross-entropy over the module's outputs; a binary logistic model
+        outputs the logits ``[0, z]``).
+    inputs : torch.Tensor
+        Shape ``(N, ...)``, the module's inputs.
+    targets : torch.Tensor
+        Shape ``(N, outputs)`` for regression, ``(N,)`` class indices for classification.
+    site_of_parameter : dict[str, str]
+        Module parameter name (as in ``named_parameters()``) -> latent site name.
+    prior_precision : float
+        Precision of the zero-mean isotropic Gaussian prior on every parameter.
+    sigma_noise : float
+        Observation noise sd (regression only).
+    """
+
+    module: torch.nn.Module
+    likelihood: str
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    site_of_parameter: dict[str, str]
+    prior_precision: float
+    sigma_noise: float = 1.0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the study needs to know about one model.
+
+    Mandatory
+    ---------
+    name : str
+        Identifier used on the command line and in every output file.
+    model : callable
+        A Pyro model called as ``model(**data())``. Its latent sites must be
+        continuous, its data dimensions must sit in ``pyro.plate``\\ s, and it
+        must broadcast over extra leading batch dimensions (vectorised particles).
+    data : callable
+        ``data() -> dict[str, torch.Tensor]``, observations included.
+
+    Recommended
+    -----------
+    pretty_name : str
+        A name fit for a table in a paper.
+    description : str
+        Markdown for the report: the model in pseudo-code. Defaults to the
+        module docstring of the model file.
+    exact_posterior : callable, optional
+        ``exact_posterior(data) -> GaussianPosterior`` in flat unconstrained
+        coordinates, for conjugate models: the best possible reference.
+    reference_draws : callable, optional
+        ``reference_draws(data) -> dict[str, Tensor]``: trusted posterior draws
+        of each latent site on its constrained scale, shape ``(S, *site_shape)``
+        (e.g. posteriordb's gold draws). Used as reference when there is no
+        exact posterior; otherwise NUTS is run.
+
+    Nice to have
+    ------------
+    laplace_torch : callable, optional
+        ``laplace_torch(data) -> LaplaceTorchProblem`` for GLMs and networks
+        laplace-torch supports.
+    init_loc_fn : callable, optional
+        A Pyro ``init_loc_fn`` used by the guides and as the MAP start
+        (default ``init_to_feasible``). Networks want ``init_to_sample``.
+    needs_posteriordb : bool
+        True when ``data()`` reads a posteriordb database; the model is skipped
+        with a note where none is configured.
+    svi_steps_scale : float
+        Multiplies the default number of SVI steps (slow-mixing models).
+    """
+
+    name: str
+    model: Callable[..., Any]
+    data: Callable[[], dict[str, torch.Tensor]]
+    pretty_name: str = ""
+    description: str = ""
+    exact_posterior: Callable[[Data], GaussianPosterior] | None = None
+    reference_draws: Callable[[Data], dict[str, torch.Tensor]] | None = None
+    laplace_torch: Callable[[Data], LaplaceTorchProblem] | None = None
+    init_loc_fn: Callable[..., Any] | None = None
+    needs_posteriordb: bool = False
+    svi_steps_scale: float = 1.0
+    tags: tuple[str, ...] = field(default=())
+
+    @property
+    def title(self) -> str:
+        return self.pretty_name or self.name

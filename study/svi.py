@@ -1,0 +1,296 @@
+"""Mean-field SVI and its sigma-collapsing expected-loss variant.
+
+Both train the same guide, Pyro's ``AutoNormal``: an independent Gaussian
+``N(mu_i, sigma_i^2)`` over every unconstrained latent ``z_i``, with ``sigma``
+stored through a softplus (so ``log sigma ~ softplus^-1(sigma)`` once sigma is
+small), reparameterised, and fitted with vectorised particles. They differ only
+in the objective:
+
+* ``svi_meanfield``: the full ELBO (``Trace_ELBO``),
+  ``E_q[log p(y|z)] + E_q[log p(z)] + H[q]``. At its optimum
+  ``sigma_i^-2 = E_q[H_ii]``, the expected diagonal of the Hessian of
+  ``-log p(z, y)`` (Opper & Archambeau, "The Variational Gaussian Approximation
+  Revisited", Neural Computation 2009).
+* ``expected_loss``: ``E_eps[-log p(y | mu + sigma eps)]`` alone, no prior, no
+  entropy. Its gradient in ``sigma`` is ``E[eps * dL/dz] ~ sigma H_ii > 0``, so
+  ``log sigma`` decreases without bound.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from operator import attrgetter
+
+import numpy as np
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.infer import SVI, Trace_ELBO
+from pyro.infer.autoguide import AutoNormal
+from pyro.infer.autoguide.initialization import init_to_value
+from tqdm.auto import tqdm
+
+from .context import ModelRun
+from .laplace import MapNotFound, map_and_hessian
+from .optim import ScaledLocAdam
+from .draws import diagonal_gaussian_draws
+from .results import Fit
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The objective became NaN or infinite."""
+
+
+class PartialELBO:
+    """``-E_q[log p(y|z) + a (log p(z) + log|J|) + b H_q(z)]`` with ``a, b`` in ``{0, 1}``.
+
+    ``a = b = 1`` is the ELBO (equal to ``Trace_ELBO``'s loss on the same
+    draws); ``a = b = 0`` is the seed's expected loss. The prior term is taken in
+    unconstrained coordinates (prior density times the Jacobian of the
+    constraining map), so dropping it means a prior flat in the guide's space.
+
+    Parameters
+    ----------
+    num_particles : int
+        Vectorised particles per evaluation.
+    max_plate_nesting : int
+        Plates of the model; the particle dimension goes to their left.
+    include_prior, include_entropy : bool
+        Whether the prior term and the entropy term enter the objective.
+    """
+
+    def __init__(self, num_particles: int, max_plate_nesting: int, include_prior: bool, include_entropy: bool):
+        self.num_particles = num_particles
+        self.particle_dim = -(max_plate_nesting + 1)
+        self.include_prior = include_prior
+        self.include_entropy = include_entropy
+
+    def _vectorised(self, fn):
+        def wrapped(*args, **kwargs):
+            with pyro.plate("num_particles_vectorized", self.num_particles, dim=self.particle_dim):
+                return fn(*args, **kwargs)
+
+        return wrapped
+
+    def terms(self, model, guide, *args, **kwargs) -> dict[str, torch.Tensor]:
+        """The three terms, each averaged over particles: ``likelihood``, ``prior``, ``entropy``."""
+        guide_trace = poutine.trace(self._vectorised(guide)).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(
+            poutine.replay(self._vectorised(model), trace=guide_trace)
+        ).get_trace(*args, **kwargs)
+        model_trace.compute_log_prob()
+        guide_trace.compute_log_prob()
+        zero = torch.zeros(())
+        likelihood, prior, entropy = zero, zero, zero
+        for name, site in model_trace.nodes.items():
+            if site["type"] != "sample" or site.get("log_prob_sum") is None:
+                continue
+            if site["is_observed"]:
+                likelihood = likelihood + site["log_prob_sum"]
+            else:
+                prior = prior + site["log_prob_sum"]
+        for name, site in guide_trace.nodes.items():
+            if site["type"] != "sample" or site.get("log_prob_sum") is None:
+                continue
+            if site["infer"].get("is_auxiliary"):
+                entropy = entropy - site["log_prob_sum"]  # -log N(z; mu, sigma)
+            else:
+                # AutoNormal's Delta site carries log_density = -log|dx/dz|: moving it to
+                # the prior side turns log p(x) into the unconstrained log p(z).
+                prior = prior - site["log_prob_sum"]
+        n = self.num_particles
+        return {"likelihood": likelihood / n, "prior": prior / n, "entropy": entropy / n}
+
+    def __call__(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        t = self.terms(model, guide, *args, **kwargs)
+        objective = t["likelihood"]
+        if self.include_prior:
+            objective = objective + t["prior"]
+        if self.include_entropy:
+            objective = objective + t["entropy"]
+        return -objective
+
+
+def guide_loc_scale(guide: AutoNormal, run: ModelRun) -> tuple[torch.Tensor, torch.Tensor]:
+    """The guide's ``(mu, sigma)`` in the flat order of ``run.joint``, shapes ``(d,)``."""
+    locs, scales = [], []
+    for site in run.joint.sites:
+        locs.append(attrgetter(site.name)(guide.locs).reshape(-1))
+        scales.append(attrgetter(site.name)(guide.scales).reshape(-1))
+    return torch.cat(locs).detach(), torch.cat(scales).detach()
+
+
+@dataclass
+class SVIRun:
+    """Result of one optimisation: iterate averages, last iterate and the history."""
+
+    mean: np.ndarray
+    sd: np.ndarray
+    last_mean: np.ndarray
+    last_sd: np.ndarray
+    steps: int
+    loss: np.ndarray
+    record_steps: np.ndarray
+    log_sigma: np.ndarray
+    sigma_drift: float
+    wall_seconds: float
+    init_from: str
+
+
+def start_point(run: ModelRun):
+    """Where the guide's means start: the MAP when there is one, else the model's init.
+
+    Starting at the mode saves the long walk there (kilpisjarvi's intercept is
+    60 units away from 0) and, in a multimodal posterior, puts the mean-field
+    fit in the mode that Laplace describes. The optimum does not depend on it;
+    sigma still starts at ``init_scale``.
+    """
+    try:
+        z_map = map_and_hessian(run)["z"]
+    except (MapNotFound, torch.linalg.LinAlgError, ValueError, RuntimeError):
+        return run.init_loc_fn, "model init"
+    values = {k: v.detach() for k, v in run.joint.constrain(z_map).items()}
+    return init_to_value(values=values, fallback=run.init_loc_fn), "MAP"
+
+
+def optimise(
+    run: ModelRun, loss, method: str, constant_lr: float | None = None, progress: bool = True
+) -> SVIRun:
+    """Fit an ``AutoNormal`` guide by Adam on ``loss`` with a decaying learning rate.
+
+    The learning rate decays geometrically from ``lr_start`` to ``lr_end``
+    (or stays at ``constant_lr``); the
+    returned ``mean``/``sd`` average the iterates over the last
+    ``average_fraction`` of the run. ``sigma_drift`` is the largest relative
+    change of ``sigma_i`` between the two halves of that window: near 0 when
+    sigma has stopped moving.
+    """
+    s = run.settings
+    steps = max(10, int(round(s.svi_steps * run.spec.svi_steps_scale)))
+    pyro.clear_param_store()
+    pyro.set_rng_seed(run.seed(method))
+    init_loc_fn, init_from = start_point(run)
+    guide = AutoNormal(run.spec.model, init_loc_fn=init_loc_fn, init_scale=s.init_scale)
+    guide(**run.data)  # creates the parameters, so the optimiser can pair means with scales
+    if constant_lr is None:
+        lr, lrd = s.lr_start, (s.lr_end / s.lr_start) ** (1.0 / steps)
+    else:
+        lr, lrd = constant_lr, 1.0
+    svi = SVI(run.spec.model, guide, ScaledLocAdam(guide, lr=lr, lr_decay=lrd), loss)
+
+    record_every = max(1, steps // 400)
+    average_from = int(steps * (1.0 - s.average_fraction))
+    middle = (average_from + steps) // 2
+    losses = np.empty(steps)
+    record_steps, log_sigma = [], []
+    sums = {"loc": 0.0, "scale": 0.0, "scale_first": 0.0, "scale_second": 0.0}
+    start = time.perf_counter()
+    bar = tqdm(range(steps), desc=f"{run.name}: {method}", leave=False, disable=not progress, mininterval=1.0)
+    for step in bar:
+        value = svi.step(**run.data)
+        if not math.isfinite(value):
+            raise NonFiniteLoss(f"{method} loss became {value} at step {step}")
+        losses[step] = value
+        loc, scale = guide_loc_scale(guide, run)
+        if step % record_every == 0 or step == steps - 1:
+            record_steps.append(step)
+            log_sigma.append(scale.log().numpy().copy())
+        if step >= average_from:
+            sums["loc"] = sums["loc"] + loc
+            sums["scale"] = sums["scale"] + scale
+            half = "scale_first" if step < middle else "scale_second"
+            sums[half] = sums[half] + scale
+    bar.close()
+    n = steps - average_from
+    first = sums["scale_first"] / (middle - average_from)
+    second = sums["scale_second"] / (steps - middle)
+    return SVIRun(
+        mean=(sums["loc"] / n).numpy(),
+        sd=(sums["scale"] / n).numpy(),
+        last_mean=loc.numpy(),
+        last_sd=scale.numpy(),
+        steps=steps,
+        loss=losses,
+        record_steps=np.asarray(record_steps),
+        log_sigma=np.stack(log_sigma),
+        sigma_drift=float((second / first - 1.0).abs().max()),
+        wall_seconds=time.perf_counter() - start,
+        init_from=init_from,
+    )
+
+
+def elbo_estimate(run: ModelRun, mean: np.ndarray, sd: np.ndarray, seed: int) -> tuple[float, float]:
+    """ELBO of ``N(mean, diag sd^2)`` by Monte Carlo, with its standard error.
+
+    ``E_q[log p(z, y)]`` from ``elbo_draws`` draws plus the exact Gaussian entropy.
+    """
+    z = torch.as_tensor(diagonal_gaussian_draws(mean, sd, run.settings.elbo_draws, seed)[0])
+    with torch.no_grad():
+        log_joint = run.joint.log_joint_batched(z).numpy()
+    entropy = float(np.sum(np.log(sd)) + 0.5 * len(sd) * math.log(2 * math.pi * math.e))
+    return float(log_joint.mean() + entropy), float(log_joint.std(ddof=1) / math.sqrt(len(log_joint)))
+
+
+def _log_sigma_slope(result: SVIRun) -> np.ndarray:
+    """Least-squares slope of log sigma per 1000 steps over the last half of the run, shape ``(d,)``."""
+    keep = result.record_steps >= result.record_steps[-1] / 2
+    x = result.record_steps[keep].astype(float)
+    y = result.log_sigma[keep]
+    x = x - x.mean()
+    return 1000.0 * (x @ (y - y.mean(0))) / (x @ x)
+
+
+def _trajectory(result: SVIRun) -> dict[str, np.ndarray]:
+    return {"step": result.record_steps, "loss": result.loss[result.record_steps], "log_sigma": result.log_sigma}
+
+
+def fit_svi_meanfield(run: ModelRun) -> Fit:
+    """Mean-field ``AutoNormal`` by the full ELBO (``Trace_ELBO``, vectorised particles)."""
+    s = run.settings
+    loss = Trace_ELBO(
+        num_particles=s.particles, vectorize_particles=True, max_plate_nesting=run.joint.max_plate_nesting
+    )
+    result = optimise(run, loss, "svi_meanfield")
+    elbo, elbo_se = elbo_estimate(run, result.mean, result.sd, run.seed("svi_meanfield/elbo"))
+    return run.new_fit(
+        "svi_meanfield",
+        mean=result.mean,
+        sd=result.sd,
+        draws=diagonal_gaussian_draws(result.mean, result.sd, s.draws, run.seed("svi_meanfield/draws")),
+        trajectory=_trajectory(result),
+        info={
+            "wall_seconds": result.wall_seconds,
+            "steps": result.steps,
+            "particles": s.particles,
+            "final_elbo": elbo,
+            "final_elbo_se": elbo_se,
+            "sigma_drift": result.sigma_drift,
+            "init": result.init_from,
+            "averaged_over_last_steps": int(result.steps * s.average_fraction),
+        },
+    )
+
+
+def fit_expected_loss(run: ModelRun) -> Fit:
+    """The seed's objective: same guide, ``E_eps[-log p(y | mu + sigma eps)]`` only."""
+    s = run.settings
+    loss = PartialELBO(s.particles, run.joint.max_plate_nesting, include_prior=False, include_entropy=False)
+    result = optimise(run, loss, "expected_loss", constant_lr=s.collapse_lr)
+    slope = _log_sigma_slope(result)
+    return run.new_fit(
+        "expected_loss",
+        mean=result.last_mean,
+        sd=result.last_sd,
+        draws=diagonal_gaussian_draws(result.last_mean, result.last_sd, s.draws, run.seed("expected_loss/draws")),
+        trajectory=_trajectory(result),
+        info={
+            "wall_seconds": result.wall_seconds,
+            "steps": result.steps,
+            "particles": s.particles,
+            "final_loss": float(result.loss[-20:].mean()),
+            "log_sigma_slope_per_1000_steps": slope.tolist(),
+            "median_log_sigma_slope_per_1000_steps": float(np.median(slope)),
+        },
+    )
