@@ -28,6 +28,8 @@ class ModelRun:
         Fits finished so far, by method (later methods may reuse earlier ones).
     cache : dict
         Artefacts shared between methods (MAP, Hessian), computed once.
+    progress : bool
+        Show progress bars for long fits.
     """
 
     spec: ModelSpec
@@ -36,11 +38,15 @@ class ModelRun:
     settings: Settings
     fits: dict[str, Fit] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)
+    progress: bool = False
 
     @classmethod
-    def create(cls, spec: ModelSpec, settings: Settings, data: dict | None = None) -> "ModelRun":
+    def create(
+        cls, spec: ModelSpec, settings: Settings, data: dict | None = None, progress: bool = False
+    ) -> "ModelRun":
         data = spec.data() if data is None else data
-        return cls(spec=spec, data=data, joint=FlatJoint(spec.model, data, spec.init_loc_fn), settings=settings)
+        joint = FlatJoint(spec.model, data, spec.init_loc_fn)
+        return cls(spec=spec, data=data, joint=joint, settings=settings, progress=progress)
 
     @property
     def name(self) -> str:

@@ -82,7 +82,7 @@ def _fit(run: ModelRun, structure: str) -> tuple[np.ndarray, np.ndarray, np.ndar
     covariance = None
     if structure == "full":
         module_covariance = la.posterior_covariance.detach().numpy()
-        variance = torch.as_tensor(np.diag(module_covariance))
+        variance = torch.as_tensor(np.diag(module_covariance).copy())
         covariance = np.empty((run.joint.dim, run.joint.dim))
         covariance[np.ix_(index, index)] = module_covariance
     else:

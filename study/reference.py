@@ -86,7 +86,7 @@ def fit_gold_draws(run: ModelRun) -> Fit:
     )
 
 
-def fit_nuts(run: ModelRun, progress: bool = True) -> Fit:
+def fit_nuts(run: ModelRun) -> Fit:
     s = run.settings
     start = time.perf_counter()
     joint = run.joint
@@ -111,7 +111,7 @@ def fit_nuts(run: ModelRun, progress: bool = True) -> Fit:
         kernel = NUTS(potential_fn=potential, full_mass=False, jit_compile=True, ignore_jit_warnings=True)
         mcmc = MCMC(
             kernel, num_samples=s.nuts_draws, warmup_steps=s.nuts_warmup, initial_params={"u": u0},
-            disable_progbar=not progress,
+            disable_progbar=not run.progress,
         )
         mcmc.run()
         u = mcmc.get_samples()["u"]

@@ -77,7 +77,7 @@ def run_model(source: str, methods: list[str], settings: Settings, progress: boo
     try:
         data = spec.data()
         check_data(spec, data)
-        run = ModelRun.create(spec, settings, data)
+        run = ModelRun.create(spec, settings, data, progress=progress)
     except PosteriorDBUnavailable as error:
         result.status, result.reason = SKIPPED, str(error)
         return result

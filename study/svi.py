@@ -151,13 +151,13 @@ def start_point(run: ModelRun):
         z_map = map_and_hessian(run)["z"]
     except (MapNotFound, torch.linalg.LinAlgError, ValueError, RuntimeError):
         return run.init_loc_fn, "model init"
-    values = {k: v.detach() for k, v in run.joint.constrain(z_map).items()}
+    # Copies: AutoNormal's parameters may share memory with their init values, and
+    # the optimiser updates them in place; the cached MAP must stay untouched.
+    values = {k: v.detach().clone() for k, v in run.joint.constrain(z_map).items()}
     return init_to_value(values=values, fallback=run.init_loc_fn), "MAP"
 
 
-def optimise(
-    run: ModelRun, loss, method: str, constant_lr: float | None = None, progress: bool = True
-) -> SVIRun:
+def optimise(run: ModelRun, loss, method: str, constant_lr: float | None = None) -> SVIRun:
     """Fit an ``AutoNormal`` guide by Adam on ``loss`` with a decaying learning rate.
 
     The learning rate decays geometrically from ``lr_start`` to ``lr_end``
@@ -187,7 +187,7 @@ def optimise(
     record_steps, log_sigma = [], []
     sums = {"loc": 0.0, "scale": 0.0, "scale_first": 0.0, "scale_second": 0.0}
     start = time.perf_counter()
-    bar = tqdm(range(steps), desc=f"{run.name}: {method}", leave=False, disable=not progress, mininterval=1.0)
+    bar = tqdm(range(steps), desc=f"{run.name}: {method}", leave=False, disable=not run.progress, mininterval=1.0)
     for step in bar:
         value = svi.step(**run.data)
         if not math.isfinite(value):

@@ -1,0 +1,40 @@
+# Two entry points, each doing all set-up on a fresh machine:
+#   make study   - run the whole study, write reports/
+#   make test    - run the test suite (the long checks stay out: make test-slow)
+# A posteriordb database is read from POSTERIORDB_PATH (or `make study POSTERIORDB_PATH=...`).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+export POSTERIORDB_PATH
+
+.PHONY: setup study quick test test-slow clean
+
+setup: $(STAMP)
+
+# torch/torchvision first and pinned: laplace-torch needs torchvision, and this pair is
+# the one pip resolves on Python 3.11 without pulling a second torch.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+study: $(STAMP)
+	$(PY) -m study.compare $(ARGS)
+
+quick: $(STAMP)
+	$(PY) -m study.compare --quick $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow $(ARGS)
+
+clean:
+	rm -rf $(VENV) reports/*.csv reports/*.json reports/*.md reports/*.html reports/idata reports/figures

@@ -1,0 +1,30 @@
+"""Shared fixtures. The study runs in float64; posteriordb tests need POSTERIORDB_PATH."""
+
+import os
+import warnings
+
+import pytest
+import torch
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+torch.set_default_dtype(torch.float64)
+
+from models import builtin_models  # noqa: E402
+from models._posteriordb import ENV_VAR  # noqa: E402
+from study.context import ModelRun  # noqa: E402
+from study.settings import Settings  # noqa: E402
+
+HAVE_POSTERIORDB = bool(os.environ.get(ENV_VAR))
+needs_posteriordb = pytest.mark.skipif(
+    not HAVE_POSTERIORDB, reason=f"no posteriordb database ({ENV_VAR} unset)"
+)
+
+
+@pytest.fixture(scope="session")
+def specs():
+    return builtin_models()
+
+
+def make_run(name: str, **settings) -> ModelRun:
+    torch.set_default_dtype(torch.float64)
+    return ModelRun.create(builtin_models()[name], Settings.make(**settings))

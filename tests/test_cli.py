@@ -1,0 +1,71 @@
+"""The command line, in-process and as a subprocess, and its outputs."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import arviz as az
+import pytest
+
+from study.compare import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_in_process_quick_run_writes_every_output(tmp_path):
+    code = main(["--quick", "--models", "seed_linear", "linear_correlated", "--out", str(tmp_path), "--no-progress"])
+    assert code == 0
+    rows = list(csv.DictReader((tmp_path / "comparison.csv").open()))
+    assert {"model", "parameter", "method", "mean", "sd", "ref_sd", "sd_ratio"} <= set(rows[0])
+    methods = {r["method"] for r in rows if r["model"] == "linear_correlated"}
+    assert {"svi_meanfield", "expected_loss", "laplace_full", "laplace_diag", "laplace_torch_full",
+            "laplace_torch_diag", "reference"} == methods
+    results = json.loads((tmp_path / "results.json").read_text())
+    svi = results["models"]["linear_correlated"]["fits"]["svi_meanfield"]["info"]
+    assert svi["steps"] > 0 and svi["particles"] > 0 and "final_elbo" in svi and svi["wall_seconds"] > 0
+    laplace = results["models"]["linear_correlated"]["fits"]["laplace_full"]["info"]
+    assert laplace["hessian_min_eigenvalue"] > 0 and laplace["hessian_condition_number"] >= 1
+    idata = az.from_netcdf(tmp_path / "idata" / "linear_correlated" / "svi_meanfield.nc")
+    assert idata.posterior["w"].shape[-1] == 6
+    for name in ("report.md", "report.html"):
+        assert "The answer" in (tmp_path / name).read_text()
+
+
+def test_subprocess_quick_run(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    result = subprocess.run(
+        [sys.executable, "-m", "study.compare", "--quick", "--models", "seed_linear", "--out", str(tmp_path),
+         "--no-progress"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "report.html").exists() and (tmp_path / "comparison.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--models", "nope"], "unknown model nope; known models:"),
+        (["--methods", "nope"], "unknown method nope; known methods:"),
+        (["--model", "does/not/exist.py"], "model file not found"),
+        (["--seed", "-1"], "--seed must be >= 0"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    assert main(argv + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_posteriordb_models_are_skipped_without_a_database(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("POSTERIORDB_PATH", raising=False)
+    code = main(["--quick", "--models", "sblrc-blr", "--methods", "laplace_full", "--out", str(tmp_path),
+                 "--no-progress"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "sblrc-blr: skipped: no posteriordb database given" in err
