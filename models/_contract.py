@@ -120,6 +120,10 @@ class ModelSpec:
         with a note where none is configured.
     svi_steps_scale : float
         Multiplies the default number of SVI steps (slow-mixing models).
+    nuts_max_tree_depth : int
+        Caps NUTS trajectories (2**depth leapfrog steps) where NUTS is the
+        reference; lower it only for posteriors NUTS cannot mix in anyway
+        (multimodal networks), and read the ESS and R-hat it reports.
     """
 
     name: str
@@ -133,6 +137,7 @@ class ModelSpec:
     init_loc_fn: Callable[..., Any] | None = None
     needs_posteriordb: bool = False
     svi_steps_scale: float = 1.0
+    nuts_max_tree_depth: int = 10
     tags: tuple[str, ...] = field(default=())
 
     @property

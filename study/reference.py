@@ -108,7 +108,10 @@ def fit_nuts(run: ModelRun) -> Fit:
         pyro.set_rng_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         u0 = 0.5 * torch.randn(joint.dim, generator=generator, dtype=joint.dtype)
-        kernel = NUTS(potential_fn=potential, full_mass=False, jit_compile=True, ignore_jit_warnings=True)
+        kernel = NUTS(
+            potential_fn=potential, full_mass=False, jit_compile=True, ignore_jit_warnings=True,
+            max_tree_depth=run.spec.nuts_max_tree_depth,
+        )
         mcmc = MCMC(
             kernel, num_samples=s.nuts_draws, warmup_steps=s.nuts_warmup, initial_params={"u": u0},
             disable_progbar=not run.progress,
@@ -129,6 +132,7 @@ def fit_nuts(run: ModelRun) -> Fit:
         "divergences": int(sum(divergences)),
         "step_size": step_sizes,
         "preconditioner": preconditioned,
+        "max_tree_depth": run.spec.nuts_max_tree_depth,
     }
     info.update(_diagnostics(draws, joint.param_names))
     return run.new_fit("reference", mean=mean, sd=sd, draws=draws, info=info)

@@ -27,7 +27,7 @@ import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.infer import SVI, Trace_ELBO
+from pyro.infer import ELBO, SVI, JitTrace_ELBO, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 from pyro.infer.autoguide.initialization import init_to_value
 from tqdm.auto import tqdm
@@ -246,12 +246,58 @@ def _trajectory(result: SVIRun) -> dict[str, np.ndarray]:
     return {"step": result.record_steps, "loss": result.loss[result.record_steps], "log_sigma": result.log_sigma}
 
 
+class CheckedJitELBO(ELBO):
+    """``JitTrace_ELBO`` (``Trace_ELBO``'s estimator, JIT-compiled: 2-4x faster here) that
+    proves itself: on the step after compiling, the compiled loss must equal ``Trace_ELBO``'s
+    on the same draws; otherwise (or if compiling fails, e.g. value-dependent Python control
+    flow in the model) every step uses plain ``Trace_ELBO``.
+    """
+
+    def __init__(self, num_particles: int, max_plate_nesting: int):
+        kwargs = dict(num_particles=num_particles, vectorize_particles=True, max_plate_nesting=max_plate_nesting)
+        super().__init__(**kwargs)
+        self.plain = Trace_ELBO(**kwargs)
+        self.jit = JitTrace_ELBO(ignore_jit_warnings=True, **kwargs)
+        self.calls = 0
+        self.use_jit: bool | None = None
+
+    def loss(self, model, guide, *args, **kwargs):
+        return self.plain.loss(model, guide, *args, **kwargs)
+
+    def _get_trace(self, model, guide, args, kwargs):
+        return self.plain._get_trace(model, guide, args, kwargs)
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        self.calls += 1
+        if self.use_jit is False:
+            return self.plain.loss_and_grads(model, guide, *args, **kwargs)
+        if self.use_jit is None:
+            state = torch.get_rng_state()
+            try:
+                compiled = self.jit.loss_and_grads(model, guide, *args, **kwargs)
+                if self.calls == 1:
+                    return compiled  # the compiling call draws differently; check the next one
+                after = torch.get_rng_state()
+                torch.set_rng_state(state)
+                with torch.no_grad():
+                    plain = self.plain.loss(model, guide, *args, **kwargs)
+                torch.set_rng_state(after)
+                self.use_jit = math.isclose(compiled, plain, rel_tol=1e-9, abs_tol=1e-9)
+            except Exception:  # compiling failed: fall back to the plain ELBO
+                self.use_jit = False
+            if not self.use_jit:
+                for param in pyro.get_param_store().values():
+                    param.unconstrained().grad = None
+                torch.set_rng_state(state)
+                return self.plain.loss_and_grads(model, guide, *args, **kwargs)
+            return compiled
+        return self.jit.loss_and_grads(model, guide, *args, **kwargs)
+
+
 def fit_svi_meanfield(run: ModelRun) -> Fit:
     """Mean-field ``AutoNormal`` by the full ELBO (``Trace_ELBO``, vectorised particles)."""
     s = run.settings
-    loss = Trace_ELBO(
-        num_particles=s.particles, vectorize_particles=True, max_plate_nesting=run.joint.max_plate_nesting
-    )
+    loss = CheckedJitELBO(s.particles, run.joint.max_plate_nesting)
     result = optimise(run, loss, "svi_meanfield")
     elbo, elbo_se = elbo_estimate(run, result.mean, result.sd, run.seed("svi_meanfield/elbo"))
     return run.new_fit(
@@ -268,6 +314,7 @@ def fit_svi_meanfield(run: ModelRun) -> Fit:
             "final_elbo_se": elbo_se,
             "sigma_drift": result.sigma_drift,
             "init": result.init_from,
+            "jit": bool(loss.use_jit),
             "averaged_over_last_steps": int(result.steps * s.average_fraction),
         },
     )
