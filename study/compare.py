@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 import shlex
 import sys
 import time
@@ -28,6 +29,9 @@ from models._posteriordb import ENV_VAR
 from .methods import METHODS
 from .runner import run_study
 from .settings import Settings
+
+
+DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
 class InputError(ValueError):
@@ -49,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default reports/)")
     parser.add_argument("--quick", action="store_true", help="short runs: a smoke test of the whole study")
     parser.add_argument("--steps", type=int, help="SVI steps per fit (overrides the default)")
-    parser.add_argument("--workers", type=int, default=1, help="models fitted in parallel processes (default 1)")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help=f"models fitted in parallel processes (default {DEFAULT_WORKERS}: this machine's cores, at most 4)")
     parser.add_argument("--posteriordb", type=Path, metavar="PATH",
                         help=f"a posteriordb database (default: ${ENV_VAR}); without one those models are skipped")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -95,6 +100,7 @@ def validate(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the study; returns the exit code (0 ok, 1 some fit failed, 2 bad input)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit deprecation notices
     try:
         args = build_parser().parse_args(argv)
         validate(args)

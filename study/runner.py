@@ -71,6 +71,9 @@ def _prior_notes(run: ModelRun) -> list[str]:
 def run_model(source: str, methods: list[str], settings: Settings, progress: bool = True) -> ModelResult:
     """Every requested method on one model. Never raises for a failing fit or model."""
     torch.set_default_dtype(torch.float64)
+    # One thread: the models are small, and the numbers must not depend on how many
+    # threads a reduction was split over (same seed, same bytes, with or without workers).
+    torch.set_num_threads(1)
     start = time.perf_counter()
     spec = resolve(source)
     result = ModelResult(name=spec.name, title=spec.title, description=spec.description, param_names=[], fits={})
@@ -108,7 +111,6 @@ def run_model(source: str, methods: list[str], settings: Settings, progress: boo
 
 
 def _worker(source: str, methods: list[str], settings: Settings, progress: bool) -> ModelResult:
-    torch.set_num_threads(1)  # one process per core; small models gain nothing from threads
     return run_model(source, methods, settings, progress)
 
 

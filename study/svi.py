@@ -26,6 +26,8 @@ from operator import attrgetter
 import numpy as np
 import pyro
 import pyro.poutine as poutine
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 import torch
 from pyro.infer import ELBO, SVI, JitTrace_ELBO, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
@@ -113,6 +115,44 @@ class PartialELBO:
         return -objective
 
 
+class _MaskSites(Messenger):
+    """Zero the log density of chosen sample sites (their values are still drawn and used)."""
+
+    def __init__(self, latent_only: bool = False, auxiliary: bool | None = None):
+        super().__init__()
+        self.latent_only = latent_only
+        self.auxiliary = auxiliary
+
+    def _pyro_sample(self, msg):
+        if site_is_subsample(msg) or (self.latent_only and msg["is_observed"]):
+            return
+        if self.auxiliary is not None and bool(msg["infer"].get("is_auxiliary")) != self.auxiliary:
+            return
+        msg["mask"] = False
+
+
+def masked_objective(model, guide, include_prior: bool, include_entropy: bool):
+    """Model and guide whose ``Trace_ELBO`` is ``PartialELBO(include_prior, include_entropy)``.
+
+    ``Trace_ELBO = E[log p(y|x) + log p(x) - log q]``, and AutoNormal's ``log q`` is
+    ``log N(z; mu, sigma)`` (its auxiliary site: minus the entropy term) plus
+    ``-log|dx/dz|`` (its Delta site: part of the unconstrained prior). So dropping the
+    prior masks the model's latent sites and the guide's Delta sites; dropping the entropy
+    masks the guide's auxiliary sites. Masks are fixed, so the result JIT-compiles.
+    """
+    if include_prior and include_entropy:
+        return model, guide
+    if not include_prior:
+        model = _MaskSites(latent_only=True)(model)
+    if not include_prior and not include_entropy:
+        guide_mask = _MaskSites()
+    elif not include_prior:
+        guide_mask = _MaskSites(auxiliary=False)
+    else:
+        guide_mask = _MaskSites(auxiliary=True)
+    return model, guide_mask(guide)
+
+
 def guide_loc_scale(guide: AutoNormal, run: ModelRun) -> tuple[torch.Tensor, torch.Tensor]:
     """The guide's ``(mu, sigma)`` in the flat order of ``run.joint``, shapes ``(d,)``."""
     locs, scales = [], []
@@ -137,6 +177,7 @@ class SVIRun:
     sigma_drift: float
     wall_seconds: float
     init_from: str
+    jit: bool
 
 
 def start_point(run: ModelRun):
@@ -157,8 +198,15 @@ def start_point(run: ModelRun):
     return init_to_value(values=values, fallback=run.init_loc_fn), "MAP"
 
 
-def optimise(run: ModelRun, loss, method: str, constant_lr: float | None = None) -> SVIRun:
-    """Fit an ``AutoNormal`` guide by Adam on ``loss`` with a decaying learning rate.
+def optimise(
+    run: ModelRun,
+    method: str,
+    include_prior: bool = True,
+    include_entropy: bool = True,
+    constant_lr: float | None = None,
+) -> SVIRun:
+    """Fit an ``AutoNormal`` guide by Adam on the ELBO, or on the ELBO without its prior
+    and/or entropy term (``masked_objective``), with a decaying learning rate.
 
     The learning rate decays geometrically from ``lr_start`` to ``lr_end``
     (or stays at ``constant_lr``); the
@@ -178,7 +226,9 @@ def optimise(run: ModelRun, loss, method: str, constant_lr: float | None = None)
         lr, lrd = s.lr_start, (s.lr_end / s.lr_start) ** (1.0 / steps)
     else:
         lr, lrd = constant_lr, 1.0
-    svi = SVI(run.spec.model, guide, ScaledLocAdam(guide, lr=lr, lr_decay=lrd), loss)
+    model, masked_guide = masked_objective(run.spec.model, guide, include_prior, include_entropy)
+    loss = CheckedJitELBO(s.particles, run.joint.max_plate_nesting)
+    svi = SVI(model, masked_guide, ScaledLocAdam(guide, lr=lr, lr_decay=lrd), loss)
 
     record_every = max(1, steps // 400)
     average_from = int(steps * (1.0 - s.average_fraction))
@@ -218,6 +268,7 @@ def optimise(run: ModelRun, loss, method: str, constant_lr: float | None = None)
         sigma_drift=float((second / first - 1.0).abs().max()),
         wall_seconds=time.perf_counter() - start,
         init_from=init_from,
+        jit=bool(loss.use_jit),
     )
 
 
@@ -297,8 +348,7 @@ class CheckedJitELBO(ELBO):
 def fit_svi_meanfield(run: ModelRun) -> Fit:
     """Mean-field ``AutoNormal`` by the full ELBO (``Trace_ELBO``, vectorised particles)."""
     s = run.settings
-    loss = CheckedJitELBO(s.particles, run.joint.max_plate_nesting)
-    result = optimise(run, loss, "svi_meanfield")
+    result = optimise(run, "svi_meanfield")
     elbo, elbo_se = elbo_estimate(run, result.mean, result.sd, run.seed("svi_meanfield/elbo"))
     return run.new_fit(
         "svi_meanfield",
@@ -314,7 +364,7 @@ def fit_svi_meanfield(run: ModelRun) -> Fit:
             "final_elbo_se": elbo_se,
             "sigma_drift": result.sigma_drift,
             "init": result.init_from,
-            "jit": bool(loss.use_jit),
+            "jit": result.jit,
             "averaged_over_last_steps": int(result.steps * s.average_fraction),
         },
     )
@@ -323,8 +373,7 @@ def fit_svi_meanfield(run: ModelRun) -> Fit:
 def fit_expected_loss(run: ModelRun) -> Fit:
     """The seed's objective: same guide, ``E_eps[-log p(y | mu + sigma eps)]`` only."""
     s = run.settings
-    loss = PartialELBO(s.particles, run.joint.max_plate_nesting, include_prior=False, include_entropy=False)
-    result = optimise(run, loss, "expected_loss", constant_lr=s.collapse_lr)
+    result = optimise(run, "expected_loss", include_prior=False, include_entropy=False, constant_lr=s.collapse_lr)
     slope = _log_sigma_slope(result)
     return run.new_fit(
         "expected_loss",
@@ -336,6 +385,7 @@ def fit_expected_loss(run: ModelRun) -> Fit:
             "wall_seconds": result.wall_seconds,
             "steps": result.steps,
             "particles": s.particles,
+            "jit": result.jit,
             "final_loss": float(result.loss[-20:].mean()),
             "log_sigma_slope_per_1000_steps": slope.tolist(),
             "median_log_sigma_slope_per_1000_steps": float(np.median(slope)),
