@@ -173,6 +173,7 @@ def _html_block(block) -> str:
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;line-height:1.5;margin:0;color:#1b1b1b;background:#fff}
 main{max-width:980px;margin:0 auto;padding:1rem}
+p,li,h1,h2,h3,figcaption,summary,caption{overflow-wrap:anywhere}
 h1{font-size:1.7rem}h2{font-size:1.35rem;border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
 h3{font-size:1.1rem}
 .table-wrap{overflow-x:auto;max-width:100%;margin:.6rem 0}
