@@ -184,9 +184,13 @@ def sigma_vs_curvature(model: ModelResult, answer_for_model: dict, fig_dir: Path
     for axis in (ax.xaxis, ax.yaxis):
         plain_log_ticks(axis)
     labelled = sorted(((v, k) for k, v in worst.items() if v[0] > np.log(BAND)), reverse=True)[:LABELLED_OUTLIERS]
-    for (_, xi, yi), name in labelled:
-        ax.annotate(name, (xi, yi), xytext=(5, -3), textcoords="offset points", fontsize=7.5,
-                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.7))
+    for k, ((_, xi, yi), name) in enumerate(labelled):
+        # Outliers often sit together: fan the labels out below their points, joined by a thin line.
+        right = np.log(xi / lims[0]) > 0.6 * np.log(lims[1] / lims[0])  # near the right edge: label leftwards
+        ax.annotate(name, (xi, yi), xytext=(-14 if right else 14, -12 - 13 * k), textcoords="offset points",
+                    ha="right" if right else "left", fontsize=7.5,
+                    arrowprops=dict(arrowstyle="-", lw=0.5, color="0.4"),
+                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8))
     ax.legend(fontsize=8, loc="upper left")
     path = save(fig, fig_dir / f"sigma-curvature-{slug(model.name)}.png")
     caption = ("σ_SVI against three sds, one marker per parameter and comparison. On the line y = x σ equals "

@@ -13,7 +13,7 @@ from report_data import TRUSTED_RATIO, UNTRUSTED_RATIO, synthetic_study
 from study import readme as readme_module
 from study.answer import answer_paragraph, fmt, percent
 from study.document import inline_html
-from study.outputs import write_all
+from study.outputs import results_document, write_all
 from study.report import build, model_anchor
 from study.summary import BAND, MAX_R_HAT, MIN_ESS_BULK, study_answer
 
@@ -273,7 +273,9 @@ def test_readme_block_is_regenerated_from_results_json(out, results, tmp_path):
 
 def test_readme_refuses_quick_runs_and_missing_markers(tmp_path, capsys):
     out = tmp_path / "quick"
-    write_all(synthetic_study(quick=True), out)
+    study = synthetic_study(quick=True)
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps(results_document(study, study_answer(study))))
     readme = tmp_path / "README.md"
     shutil.copy(ROOT / "README.md", readme)
     assert readme_module.main(["--results", str(out / "results.json"), "--readme", str(readme),
@@ -297,3 +299,16 @@ def test_committed_readme_block_is_generated_and_its_figure_exists():
     assert not re.search(r"(/tmp/|/home/|/root/|/work/|[A-Z]:\\)", text)
     numbers = np.array([float(x) for x in re.findall(r"median \*\*([-\d.e]+)\*\*", block)])
     assert numbers.size >= 2 and np.all(np.isfinite(numbers))
+
+
+def test_report_with_a_subset_of_methods(tmp_path):
+    """Only some methods ran: the figures that need the others are left out, the answer says what it can."""
+    study = synthetic_study()
+    for model in study.models:
+        model.fits = {k: v for k, v in model.fits.items() if k in ("svi_meanfield", "reference")}
+    study.methods = ["svi_meanfield", "reference"]
+    write_all(study, tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "figures/sigma-curvature-gauss-ok.png" in markdown and "collapse-gauss-ok" not in markdown
+    text = answer_paragraph(study_answer(study), {m.name: m.title for m in study.models})
+    assert "1/√Hᵢᵢ at the MAP" not in text and f"**{fmt(TRUSTED_RATIO)}**" in text
