@@ -151,10 +151,11 @@ def _html_block(block) -> str:
                 f"{td}{inline_html(c)}</td>" for c in row[1:]
             ]
             body.append("<tr>" + "".join(cells) + "</tr>")
-        caption = f"<caption>{inline_html(block.caption)}</caption>" if block.caption else ""
+        # The caption sits outside the scrolling wrapper so that it wraps at the screen's width.
+        caption = f'<p class="caption">{inline_html(block.caption)}</p>' if block.caption else ""
         return (
-            f'<div class="table-wrap"><table>{caption}<thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table></div>"
+            f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>{caption}"
         )
     if isinstance(block, Image):
         caption = f"<figcaption>{inline_html(block.caption)}</figcaption>" if block.caption else ""
@@ -173,12 +174,13 @@ def _html_block(block) -> str:
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;line-height:1.5;margin:0;color:#1b1b1b;background:#fff}
 main{max-width:980px;margin:0 auto;padding:1rem}
+p,li,h1,h2,h3,figcaption,summary{overflow-wrap:anywhere}
 h1{font-size:1.7rem}h2{font-size:1.35rem;border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
 h3{font-size:1.1rem}
 .table-wrap{overflow-x:auto;max-width:100%;margin:.6rem 0}
 table{border-collapse:collapse;font-size:.85rem;font-variant-numeric:tabular-nums}
 th,td{border:1px solid #ddd;padding:.2rem .45rem;text-align:left;white-space:nowrap}
-td.num{text-align:right}thead th{background:#f3f3f3}caption{caption-side:bottom;font-size:.8rem;color:#555;text-align:left}
+td.num{text-align:right}thead th{background:#f3f3f3}p.caption{font-size:.8rem;color:#555;margin-top:0}
 figure{margin:.8rem 0}img{max-width:100%;height:auto;display:block}
 figcaption{font-size:.85rem;color:#555}
 pre{background:#f6f6f6;padding:.6rem;overflow-x:auto;font-size:.8rem}

@@ -1,12 +1,24 @@
-"""The report: the answer first, then one section per model. A function of the results only."""
+"""The report: the answer first, then one section per model, then the run. A function of the results only.
+
+``build`` assembles blocks (``study.document``) that render to Markdown and to one
+self-contained HTML page. More content plugs in through two lists of
+contributors, called in order:
+
+- ``ANSWER_BLOCKS``: ``f(study, answer) -> list of blocks``, placed in the answer
+  section after the per-model table;
+- ``MODEL_BLOCKS``: ``f(model, answer_for_model) -> list of blocks``, placed in each
+  model's section after its diagnostics.
+
+``build`` also takes extra contributors per call (``answer_blocks=``, ``model_blocks=``).
+"""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Callable
 
-import numpy as np
-
+from .answer import QUESTION, answer_paragraph, fmt, percent
 from .document import (
     Bullets, Code, Details, Heading, Image, Paragraph, Section, Table, slug, to_html, to_markdown,
 )
@@ -14,111 +26,94 @@ from .idata import summary as az_summary
 from .methods import METHODS
 from .results import OK, ModelResult
 from .runner import StudyResult
-from .summary import SVI, sd_ratios
+from .summary import BAND, MAX_R_HAT, MIN_ESS_BULK, SVI, sd_ratios
 
 TITLE = "Is the mean-field σ a proxy for the Hessian diagonal?"
-QUESTION = (
-    "Put a Gaussian N(μᵢ, σᵢ²) over every parameter, learn μ and σ with the reparameterisation "
-    "trick: is the learned σ a proxy for the diagonal of the Hessian? And what does it say about "
-    "the posterior's real uncertainty? Trained without any prior/entropy term, σ collapses to 0."
-)
-
-
-def fmt(x, digits: int = 3) -> str:
-    if x is None:
-        return "–"
-    x = float(x)
-    if not np.isfinite(x):
-        return str(x)
-    if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e5):
-        return f"{x:.{digits - 1}e}"
-    return f"{x:.{digits}g}"
+UNTRUSTED_MARK = "†"
+__all__ = ["TITLE", "QUESTION", "fmt", "build", "render", "ANSWER_BLOCKS", "MODEL_BLOCKS"]
 
 
 def model_anchor(name: str) -> str:
     return f"model-{slug(name)}"
 
 
+def titles(study: StudyResult) -> dict[str, str]:
+    return {m.name: m.title for m in study.models}
+
+
+def untrusted(answer_for_model: dict | None) -> dict | None:
+    return (answer_for_model or {}).get("reference_untrusted")
+
+
 # -- the answer -----------------------------------------------------------------------------
 
 
-def answer_paragraph(study: StudyResult, answer: dict) -> str:
-    pooled = answer["pooled"]
-    parts = []
-    n_models = sum(1 for m in study.models if m.status == OK and m.fits.get(SVI) and m.fits[SVI].ok)
-    diag = pooled.get("svi_over_laplace_diag")
-    if diag:
-        parts.append(
-            f"Over {n_models} models ({diag['n']} parameters), the converged mean-field σ divided by "
-            f"1/√Hᵢᵢ at the MAP (diagonal Laplace) has median **{fmt(diag['median'])}** "
-            f"(range {fmt(diag['min'])}–{fmt(diag['max'])}; farthest from 1: {fmt(diag['worst'])}, "
-            f"`{diag['worst_parameter']}`). So yes: σ tracks the inverse square root of the Hessian "
-            "diagonal, the *conditional* sd of each parameter given all the others, as the mean-field "
-            "fixed point σᵢ⁻² = E_q[Hᵢᵢ] says (Opper & Archambeau 2009)."
-        )
-    ref = pooled.get("svi_over_reference")
-    full = pooled.get("laplace_full_over_reference")
-    if ref:
-        text = (
-            f"It is not the posterior's uncertainty: against the reference marginal sd the ratio has "
-            f"median **{fmt(ref['median'])}** (range {fmt(ref['min'])}–{fmt(ref['max'])}; worst "
-            f"{fmt(ref['worst'])}, `{ref['worst_parameter']}`), below 1 wherever parameters are "
-            "correlated (Bishop, PRML §10.1.2)"
-        )
-        if full:
-            text += (
-                f", while the full Laplace √(H⁻¹)ᵢᵢ has median {fmt(full['median'])} "
-                f"(range {fmt(full['min'])}–{fmt(full['max'])})"
-            )
-        parts.append(text + ".")
-    collapse = pooled.get("expected_loss_final_sigma_over_svi_median")
-    if collapse:
-        slopes = [a["expected_loss"].get("median_log_sigma_slope_per_1000_steps")
-                  for a in answer["models"].values() if "expected_loss" in a]
-        slopes = [s for s in slopes if s is not None]
-        parts.append(
-            f"Trained on the expected loss alone (no prior, no entropy), σ ended at a median "
-            f"**{fmt(collapse['median'])}** of the ELBO's σ (largest per-model median {fmt(collapse['max'])}, "
-            f"{collapse['n_models']} models), and log σ was still falling at the end "
-            f"(median slope {fmt(float(np.median(slopes)) if slopes else None)} per 1000 steps)."
-        )
-    return " ".join(parts) if parts else "No model produced the fits needed for an answer."
+def answer_table(study_or_models, answer: dict, links: bool = True) -> Table:
+    """Per model: the medians of the answer's ratios (worst parameter in brackets).
 
+    ``study_or_models`` is a ``StudyResult`` or a list of ``(name, title, status, reason,
+    reference_kind)`` tuples (what ``results.json`` holds).
+    """
+    if isinstance(study_or_models, StudyResult):
+        models = [(m.name, m.title, m.status, m.reason, m.reference_kind) for m in study_or_models.models]
+    else:
+        models = list(study_or_models)
+    rows, any_untrusted = [], False
+    for name, title, status, reason, reference_kind in models:
+        a = answer["models"].get(name, {})
+        flag = untrusted(a) is not None
+        any_untrusted |= flag
 
-def answer_table(study: StudyResult, answer: dict) -> Table:
-    rows = []
-    for model in study.models:
-        a = answer["models"].get(model.name, {})
-
-        def cell(key):
+        def cell(key, marked=False):
             entry = a.get(key)
-            return f"{fmt(entry['median'])} ({fmt(entry['worst'])})" if entry else "–"
+            if not entry:
+                return "–"
+            text = f"{fmt(entry['median'])} ({fmt(entry['worst'])})"
+            return f"{text} {UNTRUSTED_MARK}" if marked and flag else text
 
+        label = f"[{title}](#{model_anchor(name)})" if links else title
+        if status != OK:
+            rows.append([label, "–", status, reason, "", "", ""])
+            continue
         collapse = a.get("expected_loss", {})
         fall = collapse.get("final_sigma_over_svi")
         rows.append([
-            f"[{model.title}](#{model_anchor(model.name)})",
-            model.reference_kind or "–",
+            label,
+            (reference_kind or "–") + (f" (untrusted {UNTRUSTED_MARK})" if flag else ""),
             cell("svi_over_laplace_diag"),
-            cell("svi_over_reference"),
-            cell("laplace_full_over_reference"),
+            cell("svi_over_reference", marked=True),
+            cell("laplace_full_over_reference", marked=True),
             fmt(fall["median"]) if fall else "–",
             fmt(collapse.get("median_log_sigma_slope_per_1000_steps")),
-        ] if model.status == OK else [model.title, "–", model.status, model.reason, "", "", ""])
+        ])
+    caption = ("Median over parameters (worst parameter in brackets: farthest from 1). The last two columns: "
+               "the expected-loss run's final σ over the ELBO's σ, and its trend.")
+    if any_untrusted:
+        caption += (f" {UNTRUSTED_MARK} Untrusted NUTS reference (largest R-hat above {MAX_R_HAT} or smallest "
+                    f"bulk ESS below {MIN_ESS_BULK}): shown, but left out of the pooled numbers.")
     return Table(
         columns=["model", "reference", "σ_SVI / 1/√Hᵢᵢ", "σ_SVI / ref sd", "√(H⁻¹)ᵢᵢ / ref sd",
                  "expected-loss σ / σ_SVI", "log σ slope /1000 steps"],
         rows=rows,
-        caption="Median over parameters (worst parameter in brackets: farthest from 1). "
-        "The last two columns: the expected-loss run's final σ over the ELBO's σ, and its trend.",
+        caption=caption,
     )
+
+
+def answer_blocks(study: StudyResult, answer: dict, answer_figures: list[Image]) -> list:
+    """The answer section: question, paragraph, the across-models figure, the per-model table."""
+    blocks: list = [Heading(2, "The answer", anchor="answer"), Paragraph(f"*{QUESTION}*")]
+    blocks.append(Paragraph(answer_paragraph(answer, titles(study))))
+    blocks.extend(answer_figures)
+    blocks.append(answer_table(study, answer))
+    return blocks
 
 
 # -- one model ------------------------------------------------------------------------------
 
 
 def description_blocks(text: str) -> list:
-    """A model docstring: paragraphs plus fenced pseudo-code."""
+    """A model docstring: paragraphs plus fenced or indented pseudo-code."""
+    text = re.sub(r"``([^`\n]+)``", r"`\1`", text)  # reStructuredText literals -> Markdown code
     blocks = []
     for i, chunk in enumerate(re.split(r"```[a-z]*\n?", text)):
         chunk = chunk.strip("\n")
@@ -126,21 +121,63 @@ def description_blocks(text: str) -> list:
             continue
         if i % 2 == 1:
             blocks.append(Code(chunk))
-        else:
-            blocks.extend(Paragraph(" ".join(p.split())) for p in re.split(r"\n\s*\n", chunk) if p.strip())
+            continue
+        for part in re.split(r"\n\s*\n", chunk):
+            if not part.strip():
+                continue
+            lines = part.split("\n")
+            if all(line.startswith("    ") or not line.strip() for line in lines):
+                blocks.append(Code("\n".join(line[4:] for line in lines)))
+            else:
+                blocks.append(Paragraph(" ".join(part.split())))
     return blocks
 
 
-def sigma_table(model: ModelResult) -> Table:
-    methods = [m for m in METHODS if m in model.fits and model.fits[m].ok]
+def ratio_summary(model: ModelResult, answer_for_model: dict) -> Bullets | None:
+    """One line per comparison: median, range and share within ``BAND`` of 1."""
+    labels = {
+        "svi_over_laplace_diag": "σ_SVI / (1/√Hᵢᵢ)",
+        "svi_over_laplace_full": "σ_SVI / √(H⁻¹)ᵢᵢ",
+        "svi_over_reference": "σ_SVI / reference sd",
+        "laplace_diag_over_reference": "1/√Hᵢᵢ / reference sd",
+        "laplace_full_over_reference": "√(H⁻¹)ᵢᵢ / reference sd",
+    }
+    items = []
+    flag = untrusted(answer_for_model) is not None
+    for key, label in labels.items():
+        e = answer_for_model.get(key)
+        if not e:
+            continue
+        text = (f"{label}: median {fmt(e['median'])}, range {fmt(e['min'])}–{fmt(e['max'])}, "
+                f"{percent(e['share_within_band'])} of parameters within {round(100 * (BAND - 1))}% of 1; "
+                f"farthest from 1: `{e['worst_parameter']}` ({fmt(e['worst'])})")
+        if flag and "reference" in key:
+            text += f" {UNTRUSTED_MARK} untrusted reference"
+        items.append(text)
+    collapse = answer_for_model.get("expected_loss", {})
+    if collapse.get("final_sigma_over_svi"):
+        e = collapse["final_sigma_over_svi"]
+        items.append(
+            f"expected-loss σ / σ_SVI after {collapse.get('steps')} steps: median {fmt(e['median'])} "
+            f"(largest {fmt(e['max'])}); log σ slope {fmt(collapse.get('median_log_sigma_slope_per_1000_steps'))} "
+            "per 1000 steps"
+        )
+    return Bullets(items) if items else None
+
+
+def sigma_table(model: ModelResult, answer_for_model: dict | None = None) -> Table:
+    methods = [m for m in list(METHODS) + [m for m in model.fits if m not in METHODS]
+               if m in model.fits and model.fits[m].ok]
     ref = model.reference
+    flag = untrusted(answer_for_model) is not None
+    mark = f" {UNTRUSTED_MARK}" if flag else ""
     diag_ratio = sd_ratios(model, SVI, "laplace_diag")
     ref_ratio = sd_ratios(model, SVI, "reference")
-    columns = ["parameter"] + [f"sd {m}" for m in methods]
+    columns = ["parameter"] + [f"sd {m}" + (mark if m == "reference" else "") for m in methods]
     if diag_ratio is not None:
         columns.append("σ_SVI / 1/√Hᵢᵢ")
     if ref_ratio is not None:
-        columns.append("σ_SVI / ref sd")
+        columns.append("σ_SVI / ref sd" + mark)
     rows = []
     for i, name in enumerate(model.param_names):
         row = [name] + [fmt(model.fits[m].sd[i]) for m in methods]
@@ -152,6 +189,8 @@ def sigma_table(model: ModelResult) -> Table:
     caption = "Marginal sd of each parameter in unconstrained space, per method"
     if ref is not None:
         caption += f"; reference: {model.reference_kind}"
+    if flag:
+        caption += f" ({UNTRUSTED_MARK} untrusted: {untrusted(answer_for_model)['reason']})"
     return Table(columns=columns, rows=rows, caption=caption + ".")
 
 
@@ -199,7 +238,7 @@ def diagnostics(model: ModelResult) -> list[str]:
 
 def summary_tables(model: ModelResult) -> list:
     blocks = []
-    for method in METHODS:
+    for method in list(METHODS) + [m for m in model.fits if m not in METHODS]:
         fit = model.fits.get(method)
         if fit is None or not fit.ok or fit.draws is None:
             continue
@@ -210,7 +249,9 @@ def summary_tables(model: ModelResult) -> list:
     return blocks
 
 
-def model_section(model: ModelResult, figures: list[Image]) -> Section:
+def model_section(model: ModelResult, figures: list[Image], answer_for_model: dict | None = None,
+                  extra: list[Callable] = ()) -> Section:
+    answer_for_model = answer_for_model or {}
     blocks: list = [Heading(2, model.title, anchor=model_anchor(model.name))]
     blocks.append(Paragraph(f"Model `{model.name}`."))
     if model.status != OK:
@@ -219,13 +260,29 @@ def model_section(model: ModelResult, figures: list[Image]) -> Section:
     blocks.extend(description_blocks(model.description))
     if model.notes:
         blocks.append(Bullets(model.notes))
+    bad = untrusted(answer_for_model)
+    if bad is not None:
+        blocks.append(Paragraph(
+            f"**Untrusted reference** {UNTRUSTED_MARK}: the NUTS run failed its mixing checks ({bad['reason']}). "
+            "Its numbers are shown but left out of every pooled number against the reference."
+        ))
+    summary = ratio_summary(model, answer_for_model)
+    if summary is not None:
+        blocks.append(Heading(3, "In numbers"))
+        blocks.append(summary)
     blocks.append(Heading(3, "σ per parameter"))
-    blocks.append(sigma_table(model))
-    blocks.extend(figures)
+    blocks.append(sigma_table(model, answer_for_model))
+    if figures:
+        blocks.append(Heading(3, "Figures"))
+        blocks.extend(figures)
     blocks.append(Heading(3, "Diagnostics"))
     blocks.append(Bullets(diagnostics(model)))
-    blocks.append(Heading(3, "ArviZ summaries"))
-    blocks.extend(summary_tables(model))
+    for contribute in extra:
+        blocks.extend(contribute(model, answer_for_model) or [])
+    tables = summary_tables(model)
+    if tables:
+        blocks.append(Heading(3, "ArviZ summaries"))
+        blocks.extend(tables)
     return Section(model_anchor(model.name) + "-section", blocks)
 
 
@@ -237,46 +294,79 @@ def methods_list() -> Bullets:
 
 
 def footer(study: StudyResult) -> list:
+    """The run: command, settings, seed, versions, wall times."""
     s = study.settings
+    settings = s.as_dict()
     versions = ", ".join(f"{k} {v}" for k, v in study.versions.items())
-    wall = ", ".join(f"{m.name} {fmt(getattr(m, 'wall_seconds', 0.0))} s" for m in study.models)
+    methods = [m for m in study.methods]
+    wall_rows = []
+    for m in study.models:
+        row = [m.name, fmt(m.wall_seconds)]
+        for method in methods:
+            fit = m.fits.get(method)
+            row.append(fmt(fit.info.get("wall_seconds")) if fit is not None and fit.ok else "–")
+        wall_rows.append(row)
     return [
+        Heading(2, "Run", anchor="run"),
         Paragraph(f"Command: `{study.command}`" if study.command else "Command: (in-process)"),
         Paragraph(
-            f"Seed {s.seed}; {'quick' if s.quick else 'full'} settings: {s.svi_steps} SVI steps × {s.particles} "
+            f"Seed **{s.seed}**; {'quick' if s.quick else 'full'} settings: {s.svi_steps} SVI steps × {s.particles} "
             f"particles, learning rate {s.lr_start} → {s.lr_end} (expected loss: constant {s.collapse_lr}), "
             f"NUTS {s.nuts_chains} × ({s.nuts_warmup} warm-up + {s.nuts_draws}) draws."
         ),
         Paragraph(f"Versions: {versions}."),
-        Paragraph(f"Wall time: {fmt(study.wall_seconds)} s in all; per model: {wall}."),
+        Paragraph(f"Wall time: {fmt(study.wall_seconds)} s in all."),
+        Table(columns=["model", "model total"] + methods, rows=wall_rows, caption="Wall seconds per model and fit."),
+        Details("All settings", [Table(columns=["setting", "value"], rows=[[k, str(v)] for k, v in settings.items()],
+                                       numeric=False)]),
     ]
 
 
+ANSWER_BLOCKS: list[Callable[[StudyResult, dict], list]] = []
+MODEL_BLOCKS: list[Callable[[ModelResult, dict], list]] = []
+
+
 def build(study: StudyResult, answer: dict, figures: dict[str, list[Image]] | None = None,
-          answer_figures: list[Image] | None = None) -> tuple[list, list]:
-    """The report's blocks and its footer."""
+          answer_figures: list[Image] | None = None, extra_answer_blocks: list[Callable] | None = None,
+          extra_model_blocks: list[Callable] | None = None) -> tuple[list, list]:
+    """The report's blocks and its footer.
+
+    Parameters
+    ----------
+    study, answer : StudyResult, dict
+        The run and ``study.summary.study_answer(study)``.
+    figures : dict, optional
+        Model name -> its figures (``study.figures.make_all``).
+    answer_figures : list, optional
+        Figures of the answer section.
+    extra_answer_blocks, extra_model_blocks : list of callables, optional
+        Contributors added after ``ANSWER_BLOCKS`` / ``MODEL_BLOCKS``.
+    """
     figures = figures or {}
-    blocks: list = [Heading(1, TITLE), Heading(2, "The answer", anchor="answer"), Paragraph(QUESTION)]
-    blocks.append(Paragraph(answer_paragraph(study, answer)))
-    blocks.extend(answer_figures or [])
-    blocks.append(answer_table(study, answer))
+    blocks: list = [Heading(1, TITLE)]
+    blocks.extend(answer_blocks(study, answer, answer_figures or []))
+    for contribute in ANSWER_BLOCKS + list(extra_answer_blocks or []):
+        blocks.extend(contribute(study, answer) or [])
     blocks.append(Heading(3, "Methods"))
     blocks.append(methods_list())
     blocks.append(
         Paragraph(
             "All sds are of the unconstrained coordinates the guide lives in (a positive parameter "
             "appears as `name (log)`). `comparison.csv` holds every number; `idata/<model>/<method>.nc` "
-            "the draws."
+            "the draws; `results.json` the numbers of this page."
         )
     )
+    per_model = MODEL_BLOCKS + list(extra_model_blocks or [])
     for model in study.models:
-        blocks.append(model_section(model, figures.get(model.name, [])))
+        blocks.append(model_section(model, figures.get(model.name, []), answer["models"].get(model.name, {}),
+                                    per_model))
     return blocks, footer(study)
 
 
-def render(study: StudyResult, answer: dict, out_dir: Path, figures=None, answer_figures=None) -> tuple[str, str]:
+def render(study: StudyResult, answer: dict, out_dir: Path, figures=None, answer_figures=None,
+           **contributors) -> tuple[str, str]:
     """``(markdown, html)`` of the report; images are linked relative to ``out_dir``."""
-    blocks, foot = build(study, answer, figures, answer_figures)
-    markdown = to_markdown(blocks + [Heading(2, "Run")] + foot, out_dir)
+    blocks, foot = build(study, answer, figures, answer_figures, **contributors)
+    markdown = to_markdown(blocks + foot, out_dir)
     page = to_html(blocks, TITLE, footer=foot)
     return markdown, page
