@@ -125,8 +125,8 @@ def check_model_file(spec: ModelSpec, path: str) -> None:
         raise InputError(f"{path}: {error}") from None
     try:
         FlatJoint(spec.model, data, spec.init_loc_fn)
-    except ModelScopeError as error:
-        raise InputError(f"{path}: model {spec.name!r}: {error}") from None
+    except ModelScopeError as error:  # Pyro appends the trace's shapes on further lines
+        raise InputError(f"{path}: model {spec.name!r}: {str(error).splitlines()[0]}") from None
     except Exception:
         pass
 
@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             database_root()  # a database given by hand must be one
         sources = resolve_sources(args)
     except (InputError, ModelFileError, PosteriorDBUnavailable) as error:
-        print(f"error: {error}", file=sys.stderr)
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        print(f"error: {lines[0]}", file=sys.stderr)
         return 2
     if args.list:
         print("models: " + ", ".join(builtin_models()))

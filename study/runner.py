@@ -20,6 +20,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -202,19 +203,25 @@ def _collect(future, source: str) -> ModelResult:
 
 
 def versions() -> dict[str, str]:
+    """Versions of Python and of the packages behind the numbers."""
+    return dict(_versions())
+
+
+@lru_cache(maxsize=None)
+def _versions() -> tuple[tuple[str, str], ...]:
     import arviz
     import laplace
     import pyro
     from importlib.metadata import version
 
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "pyro-ppl": pyro.__version__,
-        "arviz": arviz.__version__,
-        "laplace-torch": version("laplace-torch"),
-        "numpy": version("numpy"),
-    }
+    return (
+        ("python", platform.python_version()),
+        ("torch", torch.__version__),
+        ("pyro-ppl", pyro.__version__),
+        ("arviz", arviz.__version__),
+        ("laplace-torch", version("laplace-torch")),
+        ("numpy", version("numpy")),
+    )
 
 
 @dataclass

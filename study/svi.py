@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import attrgetter
 
@@ -298,31 +297,6 @@ def _trajectory(result: SVIRun) -> dict[str, np.ndarray]:
     return {"step": result.record_steps, "loss": result.loss[result.record_steps], "log_sigma": result.log_sigma}
 
 
-class _SortedSet(set):
-    """A set that iterates in sorted order."""
-
-    def __iter__(self):
-        return iter(sorted(set.__iter__(self)))
-
-
-@contextmanager
-def _jit_params_in_sorted_order():
-    """Make ``pyro.ops.jit`` order a compiled loss's parameters by name.
-
-    It takes them as ``list(set(names))``, whose order follows the process's
-    string-hash seed, and the order changes the compiled graph's floating-point
-    result: the same seed then gave different sigmas in different processes.
-    Shadowing ``set`` in that module for the compiling call fixes the order.
-    """
-    import pyro.ops.jit as pyro_jit
-
-    pyro_jit.set = _SortedSet
-    try:
-        yield
-    finally:
-        del pyro_jit.set
-
-
 class CheckedJitELBO(ELBO):
     """``JitTrace_ELBO`` (``Trace_ELBO``'s estimator, JIT-compiled: 2-4x faster here) that
     proves itself: on the step after compiling, the compiled loss must equal ``Trace_ELBO``'s
@@ -351,8 +325,7 @@ class CheckedJitELBO(ELBO):
         if self.use_jit is None:
             state = torch.get_rng_state()
             try:
-                with _jit_params_in_sorted_order():  # compiles on the first call
-                    compiled = self.jit.loss_and_grads(model, guide, *args, **kwargs)
+                compiled = self.jit.loss_and_grads(model, guide, *args, **kwargs)
                 if self.calls == 1:
                     return compiled  # the compiling call draws differently; check the next one
                 after = torch.get_rng_state()
