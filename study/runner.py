@@ -24,6 +24,7 @@ from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
 
+import pyro
 import torch
 
 from models import ModelSpec, builtin_models, load_model_file
@@ -142,6 +143,10 @@ def run_model(
         return ModelResult(name=_source_name(source), title=_source_name(source), description="",
                            param_names=[], fits={}, status=FAILED, reason=one_line(error))
     result = ModelResult(name=spec.name, title=spec.title, description=spec.description, param_names=[], fits={})
+    # Global RNGs seeded per model and per method: an unseeded draw (an init_to_sample
+    # start, random data) must not depend on what ran before in this process, nor on
+    # which fits came from the cache.
+    pyro.set_rng_seed(settings.fit_seed(spec.name, "model"))
     try:
         data = spec.data()
         check_data(spec, data)
@@ -169,6 +174,7 @@ def run_model(
             continue
         fit = cache.load(name) if cache is not None else None
         if fit is None:
+            pyro.set_rng_seed(run.seed(name))
             try:
                 fit = method.fit(run)
             except Exception as error:  # the report marks it failed, with the reason
@@ -177,8 +183,11 @@ def run_model(
                     print(f"{spec.name}: {name} failed: {fit.reason}", file=sys.stderr)
             else:
                 if cache is not None:
-                    cache.store(name, fit)
-                    fit.info["cache"] = "stored"
+                    try:
+                        cache.store(name, fit)
+                        fit.info["cache"] = "stored"
+                    except OSError as error:  # e.g. a full disk: the fit itself is fine
+                        print(f"{spec.name}: {name} not cached: {one_line(error)}", file=sys.stderr)
         else:
             fit.info["cache"] = "reused"
         run.fits[name] = _flagged(fit)
