@@ -57,9 +57,9 @@ def linear_gaussian(d: int, rho: float, prior_scale: float, noise_scale: float, 
     return spec, np.sqrt(np.diag(covariance))
 
 
-# derandomize: the same examples on every run (seeds passed explicitly); 30 examples
+# derandomize: the same examples on every run (seeds passed explicitly); 60 examples
 # take a few seconds.
-@settings(max_examples=30, deadline=None, derandomize=True)
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(
     d=st.integers(1, 5),
     rho=st.floats(-0.95, 0.95),
