@@ -44,4 +44,4 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -m slow $(ARGS)
 
 clean:
-	rm -rf $(VENV) reports/*.csv reports/*.json reports/*.md reports/*.html reports/idata reports/figures
+	rm -rf $(VENV) reports/*.csv reports/*.json reports/*.md reports/*.html reports/idata reports/figures reports/cache

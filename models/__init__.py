@@ -74,10 +74,11 @@ def load_model_file(path: str | Path) -> ModelSpec:
         (naming the failing line), or has no valid ``SPEC``.
     """
     path = Path(path)
+    expected = "a .py file that defines SPEC = ModelSpec(...)"
     if not path.is_file():
-        raise ModelFileError(f"model file not found: {path}")
+        raise ModelFileError(f"model file not found: {path} (expected {expected})")
     if path.suffix != ".py":
-        raise ModelFileError(f"model file must be a .py file: {path}")
+        raise ModelFileError(f"model file must be a .py file: {path} (expected {expected})")
     module_name = f"_user_model_{path.stem}_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
@@ -86,7 +87,9 @@ def load_model_file(path: str | Path) -> ModelSpec:
         spec.loader.exec_module(module)
     except Exception as error:  # any error in user code becomes one clear line
         del sys.modules[module_name]
-        frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == str(path)]
+        # The import machinery may name the file by its absolute path.
+        target = path.resolve()
+        frames = [f for f in traceback.extract_tb(error.__traceback__) if Path(f.filename).resolve() == target]
         where = f" (line {frames[-1].lineno}: {frames[-1].line})" if frames else ""
         message = str(error).splitlines()[0] if str(error) else ""
         raise ModelFileError(

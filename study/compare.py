@@ -3,8 +3,11 @@
 Fits every model by every method, writes ``comparison.csv``, ``results.json``,
 ``idata/<model>/<method>.nc``, ``report.md`` and ``report.html`` into ``--out``.
 
-Exit codes: 0 every requested fit ran; 1 some fit or model failed (the others
-are written); 2 bad input (nothing written).
+Exit codes: 0 every requested fit ran; 1 some fit or model failed, or a fit
+was flagged (e.g. NUTS divergences; everything else is written); 2 bad input
+(nothing written, not even ``--out``); 130 interrupted (Ctrl-C or SIGTERM:
+no output is half-written, finished fits stay in ``<out>/cache`` and the same
+command resumes from them; ``--no-cache`` recomputes everything).
 
 Usage::
 
@@ -17,17 +20,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import warnings
 import shlex
 import sys
 import time
+import traceback
 from pathlib import Path
 
-from models import ModelFileError, builtin_models, load_model_file
-from models._posteriordb import ENV_VAR
+from models import ModelFileError, ModelSpec, builtin_models, load_model_file
+from models._posteriordb import ENV_VAR, PosteriorDBUnavailable, database_root
 
 from .methods import METHODS
-from .runner import run_study
+from .runner import BadData, check_data, one_line, run_study
 from .settings import Settings
 
 
@@ -58,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--posteriordb", type=Path, metavar="PATH",
                         help=f"a posteriordb database (default: ${ENV_VAR}); without one those models are skipped")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="recompute every fit (default: reuse finished fits from <out>/cache)")
     parser.add_argument("--list", action="store_true", help="list models and methods, then exit")
     return parser
 
@@ -69,6 +76,9 @@ def resolve_sources(args) -> list[str]:
         unknown = [m for m in args.models if m not in known]
         if unknown:
             raise InputError(f"unknown model {', '.join(unknown)}; known models: {', '.join(known)}")
+        repeated = sorted({m for m in args.models if args.models.count(m) > 1})
+        if repeated:
+            raise InputError(f"model {', '.join(repeated)} given more than once; give each model once")
         sources.extend(args.models)
     elif not args.model:
         sources.extend(known)
@@ -77,9 +87,48 @@ def resolve_sources(args) -> list[str]:
         spec = load_model_file(path)
         if spec.name in names:
             raise InputError(f"model name {spec.name!r} from {path} is already taken")
+        check_model_file(spec, path)
         names.add(spec.name)
         sources.append(str(Path(path).resolve()))
     return sources
+
+
+def _where(error: BaseException, path: str) -> str:
+    """`` (line N: code)`` of the deepest frame of ``error`` inside ``path``, or ""."""
+    target = os.path.realpath(path)
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if os.path.realpath(f.filename) == target]
+    return f" (line {frames[-1].lineno}: {frames[-1].line})" if frames else ""
+
+
+def check_model_file(spec: ModelSpec, path: str) -> None:
+    """Refuse a user's model file the study cannot run, before anything is written.
+
+    ``data()`` must return ``dict[str, torch.Tensor]`` and every latent site must
+    be continuous. A model that raises while it is traced is not refused here: that
+    is a failure of the model, reported in its section (exit code 1).
+    """
+    import torch
+
+    from .joint import FlatJoint, ModelScopeError
+
+    torch.set_default_dtype(torch.float64)  # as in the runner
+    try:
+        data = spec.data()
+    except PosteriorDBUnavailable:
+        return  # skipped with a note at run time
+    except Exception as error:
+        raise InputError(f"{path}: data() raised {one_line(error)}{_where(error, path)}; "
+                         "expected data() -> dict[str, torch.Tensor]") from None
+    try:
+        check_data(spec, data)
+    except BadData as error:
+        raise InputError(f"{path}: {error}") from None
+    try:
+        FlatJoint(spec.model, data, spec.init_loc_fn)
+    except ModelScopeError as error:  # Pyro appends the trace's shapes on further lines
+        raise InputError(f"{path}: model {spec.name!r}: {str(error).splitlines()[0]}") from None
+    except Exception:
+        pass
 
 
 def validate(args) -> None:
@@ -98,7 +147,8 @@ def validate(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the study; returns the exit code (0 ok, 1 some fit failed, 2 bad input)."""
+    """Run the study; returns the exit code (0 ok, 1 a fit failed or was flagged, 2 bad input,
+    130 interrupted)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit deprecation notices
     try:
@@ -106,9 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         validate(args)
         if args.posteriordb is not None:
             os.environ[ENV_VAR] = str(args.posteriordb)
+            database_root()  # a database given by hand must be one
         sources = resolve_sources(args)
-    except (InputError, ModelFileError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (InputError, ModelFileError, PosteriorDBUnavailable) as error:
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        print(f"error: {lines[0]}", file=sys.stderr)
         return 2
     if args.list:
         print("models: " + ", ".join(builtin_models()))
@@ -119,21 +171,41 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods or list(METHODS)
     command = "python -m study.compare " + " ".join(shlex.quote(a) for a in argv)
     start = time.perf_counter()
-    study = run_study(sources, methods, settings, workers=args.workers, progress=not args.no_progress,
-                      command=command.strip())
+    from .cache import remove_stale_temporaries
     from .outputs import write_all
 
-    paths = write_all(study, args.out)
+    remove_stale_temporaries(args.out)  # left by a run that was killed while writing
+    cache_dir = None if args.no_cache else args.out / "cache"
+    try:
+        study = run_study(sources, methods, settings, workers=args.workers, progress=not args.no_progress,
+                          command=command.strip(), cache_dir=cache_dir)
+        paths = write_all(study, args.out)
+    except KeyboardInterrupt:
+        kept = "; finished fits are in the cache, the same command resumes" if cache_dir else ""
+        print(f"interrupted: no output written or changed half-way{kept}", file=sys.stderr)
+        return 130
     for model in study.models:
         if model.status != "ok":
             print(f"{model.name}: {model.status}: {model.reason}", file=sys.stderr)
-    failed = [f"{m.name}/{f.method}" for m in study.models for f in m.fits.values() if f.status == "failed"]
+    fits = [f for m in study.models for f in m.fits.values()]
+    failed = [f"{f.model}/{f.method}" for f in fits if f.status == "failed"]
+    flagged = [f"{f.model}/{f.method} ({f.reason})" for f in fits if f.status == "flagged"]
+    reused = sum(1 for f in fits if f.info.get("cache") == "reused")
+    cached = f"{reused} of {len(fits)} fits reused from {cache_dir}" if cache_dir else "cache off"
     print(f"wrote {paths['html']} and {paths['csv']} in {time.perf_counter() - start:.1f} s "
-          f"(fits {study.wall_seconds:.1f} s)")
+          f"(fits {study.wall_seconds:.1f} s; {cached})")
     if failed:
         print(f"failed fits: {', '.join(failed)}", file=sys.stderr)
+    if flagged:
+        print(f"flagged fits: {'; '.join(flagged)}", file=sys.stderr)
     return 0 if study.ok else 1
 
 
+def _terminate(signum, frame):
+    """SIGTERM ends the run like Ctrl-C: temporary files are removed, nothing is half-written."""
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)
     sys.exit(main())

@@ -136,6 +136,30 @@ def _base_distribution(fn):
     return fn
 
 
+def _discrete_site(name: str, fn) -> ModelScopeError:
+    return ModelScopeError(
+        f"latent site {name!r} is discrete ({type(_base_distribution(fn)).__name__}); "
+        "the study needs continuous latents (marginalise it or observe it)"
+    )
+
+
+def _refusing_discrete(init_loc_fn):
+    """``init_loc_fn`` that raises ``ModelScopeError`` for a discrete latent site.
+
+    Without it the init strategy meets the discrete site first and Pyro raises a
+    ``ValueError`` about enumeration, which is not a scope error.
+    """
+
+    def init(site=None):
+        if site is None:
+            return init
+        if site["fn"].support.is_discrete:
+            raise _discrete_site(site["name"], site["fn"])
+        return init_loc_fn(site)
+
+    return init
+
+
 class FlatJoint:
     """``log p(z, y)`` of a Pyro model over the flat unconstrained latent vector ``z``.
 
@@ -158,7 +182,7 @@ class FlatJoint:
         # The prototype trace fixes the sites, their shapes and the default start
         # point; an init strategy (not the prior) supplies the values, so improper
         # priors such as ImproperUniform, which cannot be sampled, are fine.
-        init = InitMessenger(init_loc_fn or init_to_unconstrained_zero)
+        init = InitMessenger(_refusing_discrete(init_loc_fn or init_to_unconstrained_zero))
         with poutine.block(), torch.no_grad():
             trace = poutine.trace(init(model)).get_trace(**self.data)
         self.max_plate_nesting = max(
@@ -178,10 +202,7 @@ class FlatJoint:
                 continue
             fn = site["fn"]
             if fn.support.is_discrete:
-                raise ModelScopeError(
-                    f"latent site {name!r} is discrete ({type(_base_distribution(fn)).__name__}); "
-                    "the study needs continuous latents (marginalise it or observe it)"
-                )
+                raise _discrete_site(name, fn)
             transform = biject_to(fn.support)
             value = site["value"]
             unconstrained = transform.inv(value)

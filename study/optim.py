@@ -68,6 +68,10 @@ class ScaledLocAdam(PyroOptim):
         correction1 = 1.0 - beta1**self.steps
         correction2 = 1.0 - beta2**self.steps
         with torch.no_grad():
+            # The sigmas the means step in are those of this step's gradient, taken before
+            # any update: SVI hands the parameters over as a set, whose order varies between
+            # processes, and the result must not depend on it (same seed, same bytes).
+            sigma = {loc: self._to_scale(scale).clone() for loc, scale in self.scale_of.items()}
             for p in params:
                 if p.grad is None:
                     continue
@@ -76,7 +80,6 @@ class ScaledLocAdam(PyroOptim):
                 v.mul_(beta2).addcmul_(p.grad, p.grad, value=1.0 - beta2)
                 self.moments[p] = (m, v)
                 step = lr * (m / correction1) / ((v / correction2).sqrt() + self.eps)
-                scale = self.scale_of.get(p)
-                if scale is not None:
-                    step = step * self._to_scale(scale)
+                if p in sigma:
+                    step = step * sigma[p]
                 p.sub_(step)

@@ -1,39 +1,24 @@
 """Write a study's outputs: every file appears whole or not at all.
 
 Each file is written to a temporary name in its folder and renamed into place
-(``os.replace`` is atomic on POSIX), so an interrupted run never leaves a
-half-written ``report.html``, ``comparison.csv`` or ArviZ file.
+(``study.cache.atomic_path``; ``os.replace`` is atomic on POSIX), so an
+interrupted run never leaves a half-written ``report.html``, ``comparison.csv``,
+``results.json``, figure or ArviZ file. The report is written last.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from .cache import atomic_path  # noqa: F401  (figures save through it too)
 from .idata import to_inference_data
 from .runner import StudyResult
 from .summary import study_answer
 from .table import comparison_rows, to_csv
-
-
-@contextmanager
-def atomic_path(path: Path):
-    """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def write_text(path: Path, text: str) -> None:

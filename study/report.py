@@ -231,7 +231,7 @@ def diagnostics(model: ModelResult) -> list[str]:
     elif ref is not None and ref.ok:
         items.append(f"Reference: {ref.info.get('kind')}" + (f", {ref.info['n_draws']} draws." if "n_draws" in ref.info else "."))
     for name, fit in model.fits.items():
-        if not fit.ok:
+        if fit.status != OK:  # failed, skipped, or kept but flagged
             items.append(f"`{name}` {fit.status}: {fit.reason}")
     return items
 

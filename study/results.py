@@ -13,6 +13,9 @@ from typing import Any
 import numpy as np
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+# A fit that ran and is kept, but whose numbers a diagnostic calls into doubt
+# (e.g. NUTS divergences); ``reason`` says which. It counts as usable (``Fit.ok``).
+FLAGGED = "flagged"
 
 
 @dataclass
@@ -36,7 +39,8 @@ class Fit:
         Optimisation history: ``step`` ``(T,)``, ``loss`` ``(T,)``,
         ``log_sigma`` ``(T, d)``.
     status : str
-        ``"ok"``, ``"failed"`` or ``"skipped"``; ``reason`` says why when not ok.
+        ``"ok"``, ``"flagged"``, ``"failed"`` or ``"skipped"``; ``reason`` says why
+        when not ``"ok"``.
     """
 
     model: str
@@ -52,7 +56,8 @@ class Fit:
 
     @property
     def ok(self) -> bool:
-        return self.status == OK
+        """Usable numbers: ``"ok"``, or ``"flagged"`` (kept, with a warning)."""
+        return self.status in (OK, FLAGGED)
 
 
 @dataclass

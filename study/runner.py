@@ -3,6 +3,13 @@
 Models run one after another, or in worker processes (``workers > 1``); each
 worker resolves its model from its source (a built-in name or a file path),
 so user model files need not be importable by name.
+
+A fit that raises is marked ``failed`` with a one-line reason and the next
+method runs; a model whose data or log joint cannot be built is ``failed`` as a
+whole and the next model runs. A fit that finishes but fails a diagnostic
+(NUTS divergences above ``MAX_DIVERGENT_FRACTION``) keeps its numbers and is
+marked ``flagged``. With a cache folder, every finished fit is stored as soon
+as it finishes and reused by a rerun (``study.cache``).
 """
 
 from __future__ import annotations
@@ -13,19 +20,27 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
 
+import pyro
 import torch
 
 from models import ModelSpec, builtin_models, load_model_file
 from models._posteriordb import PosteriorDBUnavailable
 
+from .cache import FitCache, model_fingerprint
 from .context import ModelRun
 from .methods import METHODS
-from .reference import reference_kind
-from .results import FAILED, OK, SKIPPED, ModelResult
+from .reference import NUTS_KIND, reference_kind
+from .results import FAILED, FLAGGED, OK, SKIPPED, Fit, ModelResult
 from .settings import Settings
+
+# A NUTS run with more divergent transitions than this fraction of its draws is
+# flagged: divergences mean the sampler missed regions of high curvature, so its
+# sd may be biased (Betancourt 2017, "A Conceptual Introduction to HMC", sec. 6.2).
+MAX_DIVERGENT_FRACTION = 0.01
 
 
 class BadData(TypeError):
@@ -38,16 +53,22 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
-def resolve(source: str) -> ModelSpec:
-    """A built-in model name or a path to a model file -> its ``ModelSpec``."""
+def resolve(source: str | ModelSpec) -> ModelSpec:
+    """A built-in model name, a path to a model file, or a ``ModelSpec`` -> its ``ModelSpec``."""
+    if isinstance(source, ModelSpec):
+        return source
     if source.endswith(".py") or os.sep in source:
         return load_model_file(source)
     return builtin_models()[source]
 
 
 def check_data(spec: ModelSpec, data) -> None:
+    """Raise ``BadData`` unless ``data`` is a ``dict[str, torch.Tensor]``."""
     if not isinstance(data, dict):
         raise BadData(f"{spec.name}: data() returned {type(data).__name__}, expected dict[str, torch.Tensor]")
+    keys = [k for k in data if not isinstance(k, str)]
+    if keys:
+        raise BadData(f"{spec.name}: data() keys must be str (the model's argument names); got {keys[0]!r}")
     bad = [k for k, v in data.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise BadData(
@@ -68,19 +89,72 @@ def _prior_notes(run: ModelRun) -> list[str]:
     return notes
 
 
-def run_model(source: str, methods: list[str], settings: Settings, progress: bool = True) -> ModelResult:
-    """Every requested method on one model. Never raises for a failing fit or model."""
+def flags(fit: Fit) -> list[str]:
+    """Why a finished fit's numbers are in doubt (empty when they are not)."""
+    out = []
+    info = fit.info or {}
+    if info.get("kind") == NUTS_KIND and "divergences" in info:
+        total = int(info.get("chains", 1)) * int(info.get("draws_per_chain", 0))
+        divergent = int(info["divergences"])
+        if total and divergent > MAX_DIVERGENT_FRACTION * total:
+            out.append(
+                f"{divergent} of {total} NUTS draws diverged ({100.0 * divergent / total:.1f}%, above "
+                f"{100.0 * MAX_DIVERGENT_FRACTION:g}%): the sampler missed part of the posterior; its sd may be biased"
+            )
+    return out
+
+
+def _flagged(fit: Fit) -> Fit:
+    reasons = flags(fit) if fit.status == OK else []
+    if reasons:
+        fit.status, fit.reason = FLAGGED, "; ".join(reasons)
+    return fit
+
+
+def _source_name(source) -> str:
+    return source.name if isinstance(source, ModelSpec) else Path(str(source)).stem
+
+
+def run_model(
+    source: str | ModelSpec,
+    methods: list[str],
+    settings: Settings,
+    progress: bool = True,
+    cache_dir: Path | None = None,
+) -> ModelResult:
+    """Every requested method on one model. Never raises for a failing fit or model.
+
+    Parameters
+    ----------
+    source : str or ModelSpec
+        A built-in model's name, a model file's path, or a spec (in-process only).
+    cache_dir : Path, optional
+        Fit cache folder (``<out>/cache``): finished fits are stored there and
+        reused when their key matches; None computes every fit.
+    """
     torch.set_default_dtype(torch.float64)
     # One thread: the models are small, and the numbers must not depend on how many
     # threads a reduction was split over (same seed, same bytes, with or without workers).
     torch.set_num_threads(1)
     start = time.perf_counter()
-    spec = resolve(source)
+    try:
+        spec = resolve(source)
+    except Exception as error:  # e.g. a model file changed after the input checks
+        return ModelResult(name=_source_name(source), title=_source_name(source), description="",
+                           param_names=[], fits={}, status=FAILED, reason=one_line(error))
     result = ModelResult(name=spec.name, title=spec.title, description=spec.description, param_names=[], fits={})
+    # Global RNGs seeded per model and per method: an unseeded draw (an init_to_sample
+    # start, random data) must not depend on what ran before in this process, nor on
+    # which fits came from the cache.
+    pyro.set_rng_seed(settings.fit_seed(spec.name, "model"))
     try:
         data = spec.data()
         check_data(spec, data)
         run = ModelRun.create(spec, settings, data, progress=progress)
+        cache = None
+        if cache_dir is not None:
+            source_path = "" if isinstance(source, ModelSpec) else str(source)
+            cache = FitCache(cache_dir, model_fingerprint(spec, source_path, data, versions()), settings)
     except PosteriorDBUnavailable as error:
         result.status, result.reason = SKIPPED, str(error)
         return result
@@ -98,36 +172,65 @@ def run_model(source: str, methods: list[str], settings: Settings, progress: boo
         if reason:
             run.fits[name] = run.new_fit(name, status=SKIPPED, reason=reason)
             continue
-        try:
-            fit = method.fit(run)
-        except Exception as error:  # the report marks it failed, with the reason
-            fit = run.new_fit(name, status=FAILED, reason=one_line(error))
-            if progress:
-                print(f"{spec.name}: {name} failed: {fit.reason}", file=sys.stderr)
-        run.fits[name] = fit
+        fit = cache.load(name) if cache is not None else None
+        if fit is None:
+            pyro.set_rng_seed(run.seed(name))
+            try:
+                fit = method.fit(run)
+            except Exception as error:  # the report marks it failed, with the reason
+                fit = run.new_fit(name, status=FAILED, reason=one_line(error))
+                if progress:
+                    print(f"{spec.name}: {name} failed: {fit.reason}", file=sys.stderr)
+            else:
+                if cache is not None:
+                    try:
+                        cache.store(name, fit)
+                        fit.info["cache"] = "stored"
+                    except OSError as error:  # e.g. a full disk: the fit itself is fine
+                        print(f"{spec.name}: {name} not cached: {one_line(error)}", file=sys.stderr)
+        else:
+            fit.info["cache"] = "reused"
+        run.fits[name] = _flagged(fit)
     result.fits = dict(run.fits)
     result.wall_seconds = time.perf_counter() - start
     return result
 
 
-def _worker(source: str, methods: list[str], settings: Settings, progress: bool) -> ModelResult:
-    return run_model(source, methods, settings, progress)
+def _worker(source: str, methods: list[str], settings: Settings, progress: bool,
+            cache_dir: Path | None = None) -> ModelResult:
+    return run_model(source, methods, settings, progress, cache_dir)
+
+
+def _collect(future, source: str) -> ModelResult:
+    """A worker's result; a worker that died (e.g. killed for memory) fails its model alone."""
+    try:
+        return future.result()
+    except Exception as error:
+        name = _source_name(source)
+        return ModelResult(name=name, title=name, description="", param_names=[], fits={},
+                           status=FAILED, reason=f"worker process failed: {one_line(error)}")
 
 
 def versions() -> dict[str, str]:
+    """Versions of Python and of the packages behind the numbers."""
+    return dict(_versions())
+
+
+@lru_cache(maxsize=None)
+def _versions() -> tuple[tuple[str, str], ...]:
     import arviz
     import laplace
     import pyro
     from importlib.metadata import version
 
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "pyro-ppl": pyro.__version__,
-        "arviz": arviz.__version__,
-        "laplace-torch": version("laplace-torch"),
-        "numpy": version("numpy"),
-    }
+    return (
+        ("python", platform.python_version()),
+        ("torch", torch.__version__),
+        ("pyro-ppl", pyro.__version__),
+        ("arviz", arviz.__version__),
+        ("laplace-torch", version("laplace-torch")),
+        ("numpy", version("numpy")),
+    )
 
 
 @dataclass
@@ -143,8 +246,10 @@ class StudyResult:
 
     @property
     def ok(self) -> bool:
+        """No model or fit failed or was flagged."""
         return all(
-            m.status != FAILED and all(f.status != FAILED for f in m.fits.values()) for m in self.models
+            m.status != FAILED and all(f.status not in (FAILED, FLAGGED) for f in m.fits.values())
+            for m in self.models
         )
 
 
@@ -155,16 +260,30 @@ def run_study(
     workers: int = 1,
     progress: bool = True,
     command: str = "",
+    cache_dir: Path | None = None,
 ) -> StudyResult:
-    """Run ``methods`` on every model in ``sources`` (built-in names or file paths)."""
+    """Run ``methods`` on every model in ``sources`` (built-in names or file paths).
+
+    ``cache_dir``: the fit cache folder (see ``run_model``), or None.
+    """
     start = time.perf_counter()
     methods = [m for m in METHODS if m in methods]
     if workers > 1 and len(sources) > 1:
-        with ProcessPoolExecutor(max_workers=min(workers, len(sources)), mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_worker, s, methods, settings, progress) for s in sources]
-            models = [f.result() for f in futures]
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(sources)), mp_context=get_context("spawn"))
+        try:
+            futures = [pool.submit(_worker, s, methods, settings, progress, cache_dir) for s in sources]
+            models = [_collect(future, source) for future, source in zip(futures, sources)]
+        except BaseException:
+            # Ctrl-C or a kill: stop the workers now rather than after their models.
+            # Finished fits are already in the cache; a worker stopped mid-write leaves
+            # only a temporary file, which the next run removes.
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     else:
-        models = [run_model(s, methods, settings, progress) for s in sources]
+        models = [run_model(s, methods, settings, progress, cache_dir) for s in sources]
     return StudyResult(
         models=models,
         settings=settings,

@@ -42,7 +42,7 @@ def model_rows(model: ModelResult) -> list[dict]:
                     "ref_sd": ref_sd,
                     "sd_ratio": fit.sd[i] / ref_sd if ref_sd else None,
                     "status": fit.status,
-                    "reason": "",
+                    "reason": fit.reason,  # empty unless the fit is flagged
                 }
             )
     return rows

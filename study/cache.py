@@ -1,0 +1,275 @@
+"""Files that survive interruption, and a cache of finished fits.
+
+Every output file and every cache entry is written to a temporary file in its
+folder and renamed into place (``os.replace`` is atomic on POSIX): a reader,
+or a rerun after Ctrl-C or ``kill -9``, finds the whole file or none of it. A
+temporary file a killed process left behind carries that process's id in its
+name; the next run removes it (``remove_stale_temporaries``).
+
+The fit cache
+-------------
+``<out>/cache/<model>/<method>-<key>.pkl`` holds one finished ``Fit``. The key
+is a SHA-256 over everything that determines the fit, so a cached fit is the
+fit the same command would compute now, to the byte:
+
+* the source of the study's code (``study/*.py``) and of the model package
+  (``models/*.py``: the built-in models, their helpers and the contract),
+  plus the model file itself when it comes from ``--model``;
+* the data (each tensor's name, dtype, shape and bytes) and, for a model that
+  reads posteriordb, the database's files (name, size, modification time),
+  since its reference draws are read from there, not from ``data()``;
+* the model's name, the method, every setting (the master seed included) and
+  the fit's own seed;
+* the versions of Python and of the numerical packages, and the processor
+  architecture.
+
+What the key cannot see: modules a ``--model`` file imports from outside the
+``models`` package. Change one of those and pass ``--no-cache``.
+
+Only fits that finished are stored; a failed fit is computed again on the next
+run. Entries are pickles: load only caches this study wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import platform
+import re
+import tempfile
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .results import Fit
+
+CACHE_FORMAT = 1
+TEMP_SUFFIX = ".tmp"
+_PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+# ".<final name>.<pid>.<random>.tmp", as written by atomic_path.
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
+
+
+# -- atomic files --------------------------------------------------------------------------
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path next to ``path``; on success, rename it onto ``path``.
+
+    The temporary file is flushed to disk before the rename and gets the
+    permissions an ordinary new file would get. On any exception (Ctrl-C
+    included) it is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether ``path`` is a temporary file of ``atomic_path`` (not a finished file)."""
+    return _TEMP_NAME.match(Path(path).name) is not None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove temporary files under ``folder`` whose writing process no longer runs.
+
+    Returns the removed paths. Files of live processes (a run writing into the
+    same folder right now) are left alone.
+    """
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.rglob(f"*{TEMP_SUFFIX}"):
+        match = _TEMP_NAME.match(path.name)
+        if match is None or not path.is_file():
+            continue
+        pid = int(match.group(1))
+        if pid != os.getpid() and not _alive(pid):
+            try:
+                path.unlink()
+                removed.append(path)
+            except FileNotFoundError:  # another run cleaned it first
+                pass
+    return removed
+
+
+# -- the key -------------------------------------------------------------------------------
+
+
+def _hash_files(paths) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(Path(p) for p in paths):
+        digest.update(path.name.encode() + b"\0")
+        digest.update(path.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=None)
+def code_hash() -> str:
+    """SHA-256 of the study's and the model package's source files."""
+    files = sorted((_PACKAGE_ROOT / "study").glob("*.py")) + sorted((_PACKAGE_ROOT / "models").glob("*.py"))
+    return _hash_files(files)
+
+
+def data_hash(data: Mapping[str, Any]) -> str:
+    """SHA-256 of a model's data: every tensor's name, dtype, shape and bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(data):
+        value = data[name]
+        digest.update(str(name).encode() + b"\0")
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous()
+            digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:  # data() is checked to hold tensors; hash anything else by its repr
+            digest.update(repr(value).encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _posteriordb_fingerprint() -> str:
+    from models._posteriordb import PosteriorDBUnavailable, database_root
+
+    try:
+        root = database_root()
+    except PosteriorDBUnavailable:
+        return ""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    return digest.hexdigest()
+
+
+def model_fingerprint(spec, source: str, data: Mapping[str, Any], versions: Mapping[str, str]) -> dict:
+    """Everything about a model run that a fit's numbers depend on, except the method.
+
+    Parameters
+    ----------
+    spec : models.ModelSpec
+    source : str
+        A built-in model's name, or the path of a ``--model`` file.
+    data : mapping
+        ``spec.data()``.
+    versions : mapping
+        Package versions (``study.runner.versions()``).
+    """
+    path = Path(source)
+    model_file = _hash_files([path]) if path.suffix == ".py" and path.is_file() else ""
+    return {
+        "format": CACHE_FORMAT,
+        "code": code_hash(),
+        "model": spec.name,
+        "model_file": model_file,
+        "data": data_hash(data),
+        "posteriordb": _posteriordb_fingerprint() if spec.needs_posteriordb else "",
+        "versions": dict(sorted(versions.items())),
+        "machine": platform.machine(),
+        "dtype": str(torch.get_default_dtype()),
+    }
+
+
+def fit_key(fingerprint: Mapping[str, Any], method: str, settings) -> str:
+    """The cache key of one fit: SHA-256 (hex) of the model fingerprint, method and settings."""
+    document = {
+        **fingerprint,
+        "method": method,
+        "settings": settings.as_dict(),
+        "fit_seed": settings.fit_seed(fingerprint["model"], method),
+    }
+    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def safe_name(name: str) -> str:
+    """A file-name-safe version of a model name."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "_"
+
+
+# -- the cache ------------------------------------------------------------------------------
+
+
+class FitCache:
+    """Finished fits of one model run, on disk.
+
+    Parameters
+    ----------
+    folder : Path
+        The cache's root (``<out>/cache``); entries go to ``folder/<model>/``.
+    fingerprint : dict
+        ``model_fingerprint(...)`` of the model run.
+    settings : study.settings.Settings
+    """
+
+    def __init__(self, folder: Path, fingerprint: dict, settings):
+        self.root = Path(folder)
+        self.fingerprint = fingerprint
+        self.settings = settings
+        self.folder = self.root / safe_name(fingerprint["model"])
+
+    def key(self, method: str) -> str:
+        return fit_key(self.fingerprint, method, self.settings)
+
+    def path(self, method: str) -> Path:
+        return self.folder / f"{safe_name(method)}-{self.key(method)[:32]}.pkl"
+
+    def load(self, method: str) -> Fit | None:
+        """The cached fit of ``method``, or None when there is none (or it is unreadable)."""
+        path = self.path(method)
+        if not path.is_file():
+            return None
+        try:
+            with open(path, "rb") as handle:
+                entry = pickle.load(handle)
+        except Exception:  # unreadable (e.g. written by another version): compute again
+            return None
+        if not isinstance(entry, dict) or entry.get("key") != self.key(method):
+            return None
+        fit = entry.get("fit")
+        return fit if isinstance(fit, Fit) and fit.method == method else None
+
+    def store(self, method: str, fit: Fit) -> Path:
+        """Write ``fit`` whole or not at all; returns the entry's path."""
+        path = self.path(method)
+        payload = pickle.dumps({"key": self.key(method), "fit": fit}, protocol=pickle.HIGHEST_PROTOCOL)
+        write_bytes(path, payload)
+        return path

@@ -1,0 +1,152 @@
+"""Failures while fitting stop that (model, method) only; the rest is written; exit code 1."""
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models import load_model_file
+from study.compare import main
+from study.results import FAILED, FLAGGED, OK, Fit
+from study.runner import MAX_DIVERGENT_FRACTION, flags, run_model
+from study.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixture_models"
+# Short runs: these tests are about what happens to a fit, not about its accuracy.
+FAST = Settings.make(quick=True, svi_steps=100, nuts_warmup=100, nuts_draws=100, draws=100, elbo_draws=100)
+
+
+def fixture(name: str) -> str:
+    return str(FIXTURES / f"{name}.py")
+
+
+def test_a_model_that_raises_fails_alone_with_its_reason():
+    result = run_model(fixture("model_raises"), ["laplace_full", "reference"], FAST, progress=False)
+    assert result.status == FAILED
+    assert result.reason.startswith("RuntimeError: The size of tensor a (3) must match the size of tensor b (2)")
+    assert "\n" not in result.reason
+
+
+def test_a_fit_that_raises_stops_only_that_fit():
+    result = run_model(fixture("reference_raises"), ["laplace_full", "laplace_diag", "reference"], FAST, progress=False)
+    assert result.status == OK
+    assert result.fits["reference"].status == FAILED
+    assert result.fits["reference"].reason == "KeyError: 'X'"
+    for method in ("laplace_full", "laplace_diag"):
+        assert result.fits[method].status == OK and np.all(np.isfinite(result.fits[method].sd))
+
+
+def test_an_elbo_that_turns_nan_fails_svi_only():
+    result = run_model(fixture("nan_elbo"), ["svi_meanfield", "laplace_full"], FAST, progress=False)
+    svi = result.fits["svi_meanfield"]
+    assert svi.status == FAILED
+    assert re.fullmatch(r"NonFiniteLoss: svi_meanfield loss became nan at step \d+", svi.reason)
+    assert result.fits["laplace_full"].status == OK
+
+
+def test_a_hessian_that_is_not_positive_definite_reports_its_smallest_eigenvalue():
+    result = run_model(fixture("saddle_hessian"), ["svi_meanfield", "laplace_full", "laplace_diag"], FAST,
+                       progress=False)
+    # At beta = 0 the Hessian of -log p is 1 (prior) - 2 sum(y) (likelihood of y ~ N(beta^2, 1)).
+    y = load_model_file(fixture("saddle_hessian")).data()["y"]
+    expected = 1.0 - 2.0 * float(y.sum())
+    for method in ("laplace_full", "laplace_diag"):
+        fit = result.fits[method]
+        assert fit.status == FAILED
+        match = re.fullmatch(
+            r"NotPositiveDefinite: Hessian at the MAP is not positive definite \(smallest eigenvalue (\S+)\)",
+            fit.reason,
+        )
+        assert match, fit.reason
+        assert math.isclose(float(match.group(1)), expected, rel_tol=5e-3)  # printed to 3 digits
+    assert result.fits["svi_meanfield"].status == OK  # the other methods still ran
+
+
+def test_divergent_nuts_is_flagged_and_kept():
+    result = run_model(fixture("step_penalty"), ["laplace_full", "reference"], FAST, progress=False)
+    reference = result.fits["reference"]
+    assert reference.status == FLAGGED and reference.ok  # kept: its numbers are shown, with the flag
+    total = reference.info["chains"] * reference.info["draws_per_chain"]
+    assert reference.info["divergences"] > MAX_DIVERGENT_FRACTION * total
+    assert f"{reference.info['divergences']} of {total} NUTS draws diverged" in reference.reason
+    assert reference.sd is not None and np.all(np.isfinite(reference.sd))
+    assert result.fits["laplace_full"].status == OK
+
+
+def _nuts_fit(divergences: int, chains: int = 2, draws: int = 200) -> Fit:
+    info = {"kind": "NUTS", "divergences": divergences, "chains": chains, "draws_per_chain": draws}
+    return Fit(model="m", method="reference", param_names=["a"], info=info)
+
+
+@pytest.mark.parametrize("divergences, flagged", [(0, False), (4, False), (5, True), (400, True)])
+def test_divergence_threshold(divergences, flagged):
+    # 400 draws: 1% is 4; more than that is flagged.
+    assert bool(flags(_nuts_fit(divergences))) is flagged
+
+
+def test_only_nuts_fits_are_checked_for_divergences():
+    fit = _nuts_fit(100)
+    fit.info["kind"] = "analytic"
+    assert flags(fit) == []
+
+
+def _rows(path: Path) -> list[dict]:
+    return list(csv.DictReader(path.open()))
+
+
+def test_command_line_writes_everything_else_and_exits_1(tmp_path, capsys):
+    argv = ["--quick", "--steps", "100", "--workers", "1", "--no-progress", "--out", str(tmp_path),
+            "--models", "seed_linear", "--model", fixture("model_raises"), "--model", fixture("reference_raises"),
+            "--model", fixture("step_penalty"), "--methods", "svi_meanfield", "laplace_full", "reference"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "model_raises: failed: RuntimeError: The size of tensor a (3)" in err
+    assert "failed fits: reference_raises/reference" in err
+    assert "flagged fits: step_penalty/reference (" in err
+
+    rows = _rows(tmp_path / "comparison.csv")
+    by = {(r["model"], r["method"]): r for r in rows}
+    assert by[("model_raises", "")]["status"] == "failed"
+    assert by[("reference_raises", "reference")]["reason"] == "KeyError: 'X'"
+    assert by[("step_penalty", "reference")]["status"] == "flagged"
+    assert "NUTS draws diverged" in by[("step_penalty", "reference")]["reason"]
+    assert by[("step_penalty", "reference")]["sd"] != ""  # flagged, not hidden
+    for method in ("svi_meanfield", "laplace_full", "reference"):
+        assert by[("seed_linear", method)]["status"] == "ok" and float(by[("seed_linear", method)]["sd"]) > 0
+    for method in ("svi_meanfield", "laplace_full"):
+        assert by[("reference_raises", method)]["status"] == "ok"
+
+    results = json.loads((tmp_path / "results.json").read_text())["models"]
+    assert results["model_raises"]["status"] == "failed"
+    assert results["reference_raises"]["fits"]["reference"]["status"] == "failed"
+    assert results["step_penalty"]["fits"]["reference"]["status"] == "flagged"
+    assert results["step_penalty"]["fits"]["reference"]["info"]["divergences"] > 0
+
+    markdown = (tmp_path / "report.md").read_text()
+    assert "**failed**: RuntimeError: The size of tensor a (3)" in markdown
+    assert "`reference` failed: KeyError: 'X'" in markdown
+    assert "`reference` flagged: " in markdown and "NUTS draws diverged" in markdown
+    page = (tmp_path / "report.html").read_text()
+    for fragment in ("RuntimeError: The size of tensor a (3)", "KeyError", "flagged", "NUTS draws diverged"):
+        assert fragment in page
+    for model in ("seed_linear", "reference_raises", "step_penalty"):
+        assert (tmp_path / "idata" / model / "laplace_full.nc").is_file()
+    assert (tmp_path / "idata" / "step_penalty" / "reference.nc").is_file()
+    assert not (tmp_path / "idata" / "reference_raises" / "reference.nc").exists()
+
+
+def test_a_non_gaussian_prior_runs_and_is_flagged_in_the_report(tmp_path, capsys):
+    argv = ["--quick", "--workers", "1", "--no-progress", "--out", str(tmp_path), "--model", fixture("gamma_prior"),
+            "--methods", "laplace_full", "laplace_diag"]
+    assert main(argv) == 0
+    note = "Latent `sigma` has a Gamma prior, not a Gaussian"
+    results = json.loads((tmp_path / "results.json").read_text())["models"]["gamma_prior"]
+    assert results["status"] == "ok" and any(n.startswith(note) for n in results["notes"])
+    assert all(fit["status"] == "ok" for fit in results["fits"].values())
+    assert note in (tmp_path / "report.md").read_text()
+    assert "has a Gamma prior, not a Gaussian" in (tmp_path / "report.html").read_text()
