@@ -210,7 +210,7 @@ def summary_tables(model: ModelResult) -> list:
     return blocks
 
 
-def model_section(model: ModelResult, figures: list[Image]) -> Section:
+def model_section(model: ModelResult, figures: list[Image], extra: list = ()) -> Section:
     blocks: list = [Heading(2, model.title, anchor=model_anchor(model.name))]
     blocks.append(Paragraph(f"Model `{model.name}`."))
     if model.status != OK:
@@ -222,6 +222,7 @@ def model_section(model: ModelResult, figures: list[Image]) -> Section:
     blocks.append(Heading(3, "σ per parameter"))
     blocks.append(sigma_table(model))
     blocks.extend(figures)
+    blocks.extend(extra)  # issue 4: fixed point, KL ablation, guide families, data size
     blocks.append(Heading(3, "Diagnostics"))
     blocks.append(Bullets(diagnostics(model)))
     blocks.append(Heading(3, "ArviZ summaries"))
@@ -253,13 +254,17 @@ def footer(study: StudyResult) -> list:
 
 
 def build(study: StudyResult, answer: dict, figures: dict[str, list[Image]] | None = None,
-          answer_figures: list[Image] | None = None) -> tuple[list, list]:
-    """The report's blocks and its footer."""
+          answer_figures: list[Image] | None = None, fig_dir: Path | None = None) -> tuple[list, list]:
+    """The report's blocks and its footer (the analysis blocks and their figures need ``fig_dir``)."""
+    from . import analysis_report  # issue 4
+
     figures = figures or {}
     blocks: list = [Heading(1, TITLE), Heading(2, "The answer", anchor="answer"), Paragraph(QUESTION)]
     blocks.append(Paragraph(answer_paragraph(study, answer)))
     blocks.extend(answer_figures or [])
     blocks.append(answer_table(study, answer))
+    if fig_dir is not None:  # issue 4
+        blocks.extend(analysis_report.answer_blocks(study, answer, fig_dir))
     blocks.append(Heading(3, "Methods"))
     blocks.append(methods_list())
     blocks.append(
@@ -270,13 +275,14 @@ def build(study: StudyResult, answer: dict, figures: dict[str, list[Image]] | No
         )
     )
     for model in study.models:
-        blocks.append(model_section(model, figures.get(model.name, [])))
+        extra = analysis_report.model_blocks(model, fig_dir) if fig_dir is not None else []  # issue 4
+        blocks.append(model_section(model, figures.get(model.name, []), extra))
     return blocks, footer(study)
 
 
 def render(study: StudyResult, answer: dict, out_dir: Path, figures=None, answer_figures=None) -> tuple[str, str]:
     """``(markdown, html)`` of the report; images are linked relative to ``out_dir``."""
-    blocks, foot = build(study, answer, figures, answer_figures)
+    blocks, foot = build(study, answer, figures, answer_figures, fig_dir=Path(out_dir) / "figures")
     markdown = to_markdown(blocks + [Heading(2, "Run")] + foot, out_dir)
     page = to_html(blocks, TITLE, footer=foot)
     return markdown, page

@@ -26,6 +26,7 @@ from .methods import METHODS
 from .reference import reference_kind
 from .results import FAILED, OK, SKIPPED, ModelResult
 from .settings import Settings
+from .shape_check import check_shapes
 
 
 class BadData(TypeError):
@@ -81,6 +82,7 @@ def run_model(source: str, methods: list[str], settings: Settings, progress: boo
         data = spec.data()
         check_data(spec, data)
         run = ModelRun.create(spec, settings, data, progress=progress)
+        check_shapes(run.joint)  # before any fit: a mis-broadcast model stops here, naming the site
     except PosteriorDBUnavailable as error:
         result.status, result.reason = SKIPPED, str(error)
         return result
