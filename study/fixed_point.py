@@ -75,14 +75,18 @@ class Curvature:
         return int(self.counts.sum())
 
 
-def antithetic_normals(n_pairs: int, d: int, seed: int) -> np.ndarray:
-    """Shape ``(2 n_pairs, d)``: ``eps_1..eps_P`` then ``-eps_1..-eps_P``."""
-    eps = np.random.default_rng(seed).standard_normal((n_pairs, d))
+def antithetic_normals(n_pairs: int, d: int, seed: int, antithetic: bool = True) -> np.ndarray:
+    """Shape ``(2 n_pairs, d)``: ``eps_1..eps_P`` then ``-eps_1..-eps_P`` (or ``2P`` independent draws)."""
+    rng = np.random.default_rng(seed)
+    if not antithetic:
+        return rng.standard_normal((2 * n_pairs, d))
+    eps = rng.standard_normal((n_pairs, d))
     return np.concatenate([eps, -eps])
 
 
 def expected_curvature(
-    joint: FlatJoint, mean: np.ndarray, sd: np.ndarray, draws: int, seed: int, groups: int = 8
+    joint: FlatJoint, mean: np.ndarray, sd: np.ndarray, draws: int, seed: int, groups: int = 8,
+    antithetic: bool = True,
 ) -> Curvature:
     """Exact Hessians of ``U`` at antithetic draws from ``q``, reduced to what the study needs.
 
@@ -100,6 +104,9 @@ def expected_curvature(
     seed : int
     groups : int
         Jackknife groups.
+    antithetic : bool
+        Pair every draw with its mirror image (default); False only to show what
+        the pairing buys.
 
     Returns
     -------
@@ -107,7 +114,7 @@ def expected_curvature(
     """
     d = joint.dim
     n_pairs = max(groups, (draws + 1) // 2)
-    eps = antithetic_normals(n_pairs, d, seed)  # (M, d)
+    eps = antithetic_normals(n_pairs, d, seed, antithetic)  # (M, d)
     mean_t = torch.as_tensor(mean, dtype=joint.dtype)
     sd_t = torch.as_tensor(sd, dtype=joint.dtype)
     eps_t = torch.as_tensor(eps, dtype=joint.dtype)

@@ -68,7 +68,7 @@ class Settings:
     nuts_chains: int = 2
     elbo_draws: int = 1000
     svi_seeds: int = 3
-    curvature_draws: int = 512
+    curvature_draws: int = 1024
     ablation_models: tuple[str, ...] = ("seed_linear", "linear_correlated")
     sweep_models: tuple[str, ...] = ("linear_correlated", "logistic_breast_cancer")
     sweep_halvings: int = 3
