@@ -88,7 +88,9 @@ def fixed_point_figure(model: ModelResult, fig_dir: Path) -> Image | None:
     lo = min(ax.get_xlim()[0], ax.get_ylim()[0])
     hi = max(ax.get_xlim()[1], ax.get_ylim()[1])
     ax.plot([lo, hi], [lo, hi], color="k", lw=0.8, ls="--", label="y = x")
-    ax.set(xscale="log", yscale="log", xlabel="1/√E_q[Hᵢᵢ]", ylabel="sd", title="fixed point σᵢ⁻² = E_q[Hᵢᵢ]")
+    if hi / lo > 10:  # log axes only where the sds span decades; else their ticks crowd
+        ax.set(xscale="log", yscale="log")
+    ax.set(xlabel="1/√E_q[Hᵢᵢ]", ylabel="sd", title="fixed point σᵢ⁻² = E_q[Hᵢᵢ]")
     ax.legend(fontsize=7)
     r = np.asarray(fixed["r"])
     se = np.asarray(fixed["se"])
@@ -98,7 +100,7 @@ def fixed_point_figure(model: ModelResult, fig_dir: Path) -> Image | None:
     if off.any():
         ax_r.errorbar(index[off], r[off], yerr=3 * se[off], fmt="o", ms=3.5, color="C3", lw=0.8, label="beyond 3 SE")
     ax_r.axhline(0, color="k", lw=0.8)
-    ax_r.set(xlabel="parameter index", ylabel="rᵢ = σᵢ²E_q[Hᵢᵢ] − 1  (bars: ±3 SE)", title="residual")
+    ax_r.set(xlabel="parameter index", ylabel="rᵢ (bars: ±3 SE)", title="residual rᵢ = σᵢ²·E_q[Hᵢᵢ] − 1")
     ax_r.legend(fontsize=7)
     fig.suptitle(model.title, fontsize=10)
     path = _save(fig, fig_dir / f"fixed-point-{slug(model.name)}.png")
@@ -120,10 +122,10 @@ def ablation_figure(model: ModelResult, fig_dir: Path) -> Image | None:
         info = fit.info["arms"][arm]
         step, log_sigma = t[f"{arm}/step"], t[f"{arm}/log_sigma"]
         label = f"{info['label']}: {info.get('verdict', '')}"
-        ax.plot(step, np.median(log_sigma, axis=1), color=color, ls=style, lw=1.5, label=label)
+        ax.plot(step, np.median(log_sigma, axis=1), color=color, ls=style, lw=2.5 if style == "-" else 1.5,
+                label=label)
         ax.fill_between(step, log_sigma.min(1), log_sigma.max(1), color=color, alpha=0.12, lw=0)
         ax_loss.plot(step, t[f"{arm}/loss"], color=color, ls=style, lw=1, label=info["label"])
-    ax_loss.set_yscale("symlog")
     ax_loss.set(xlabel="step", ylabel="loss (negative objective)", title="objective")
     ax.set(xlabel="step", ylabel="log σ (median; band: all parameters)",
            title=f"constant learning rate {fit.info['constant_lr']:g}")
