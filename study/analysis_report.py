@@ -163,7 +163,7 @@ def recovery_answer(study, answer: dict) -> list:
         "The mean-field σ is the conditional sd; what recovers the marginal sd? Median over all parameters of "
         "sd / reference sd: " + "; ".join(parts) + ". The linear-response correction (Giordano, Broderick & "
         "Jordan 2018) reuses the mean-field fit; the low-rank and full-rank guides are refitted with the same "
-        "ELBO, start and schedule."
+        "ELBO and schedule, means from the MAP and covariance from the Laplace approximation."
     )
     table = Table(
         columns=["model"] + [f"{label} / ref sd" for label in RATIO_COLUMNS.values()] + ["share of σ_SVI's gap closed"],
@@ -307,9 +307,16 @@ def guides_blocks(model: ModelResult, fig_dir: Path) -> list:
         fit = model.fits.get(m)
         if fit is not None and fit.ok:
             i = fit.info
-            extra.append(f"`{m}`: rank {i['rank']}, {i['steps']} steps from the {i['init']}, covariance averaged over "
-                         f"the last {i['averaged_over_last_steps']}; σ drift {fmt(i['sigma_drift'])}; ELBO "
-                         f"{fmt(i['final_elbo'], 6)} ± {fmt(i['final_elbo_se'])}; {fmt(i['wall_seconds'])} s.")
+            gain = i.get("elbo_minus_laplace")
+            versus = "" if gain is None else (
+                f"; ELBO − Laplace's ELBO (same draws) {fmt(gain)} ± {fmt(i['elbo_minus_laplace_se'])}"
+                + (" — below Laplace, which this family contains: not converged"
+                   if m == "svi_fullrank" and gain < -3 * i["elbo_minus_laplace_se"] else "")
+            )
+            extra.append(f"`{m}`: rank {i['rank']}, {i['steps']} steps, means from the {i['init']}, covariance from "
+                         f"{i.get('covariance_init', '?')}, averaged over the last {i['averaged_over_last_steps']}; "
+                         f"sd drift {fmt(i['sigma_drift'])}; ELBO {fmt(i['final_elbo'], 6)} ± "
+                         f"{fmt(i['final_elbo_se'])}{versus}; {fmt(i['wall_seconds'])} s.")
     if extra:
         blocks.append(Bullets(extra))
     image = figures.guides_figure(model, fig_dir)

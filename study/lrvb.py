@@ -81,6 +81,29 @@ def linear_response_from_curvature(curvature: Curvature) -> dict:
     return {"covariance": covariance, "sd": sd, "sd_se": sd_se, "min_eigenvalue": smallest, "cross_block": cross}
 
 
+def applicability(run: ModelRun) -> str | None:
+    """None, or why there is no linear-response covariance at this model's mean-field fit.
+
+    The formula needs a strict local maximum of the ELBO: ``-grad^2 ELBO`` positive
+    definite. Where the mean-field fit has already run (it runs first), that is checked
+    on its curvature draws; a network's flat or saddle directions (unit symmetries) can
+    make it indefinite.
+    """
+    fit = run.fits.get("svi_meanfield")
+    curvature = run.cache.get("meanfield_curvature")
+    if fit is None or not fit.ok or curvature is None:
+        return None
+    B = curvature.blocks.sum(0) / curvature.counts.sum()
+    smallest = float(np.linalg.eigvalsh(B)[0])
+    if smallest > 0:
+        return None
+    return (
+        "the ELBO's Hessian in (mu, log sigma) is not negative definite at the mean-field fit (smallest "
+        f"eigenvalue of its negative {smallest:.3g} over {curvature.draws} draws): no strict local maximum, "
+        "so no linear response"
+    )
+
+
 def meanfield_curvature(run: ModelRun) -> tuple[Fit, Curvature, bool]:
     """The mean-field fit and its curvature draws: reused from ``svi_meanfield`` when it ran."""
     from .svi import fit_svi_meanfield

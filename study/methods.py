@@ -50,7 +50,7 @@ METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         Method("svi_meanfield", "mean-field AutoNormal, full ELBO (Trace_ELBO), iterate-averaged", fit_svi_meanfield),
-        Method("svi_meanfield_lr", "linear-response covariance of the mean-field fit (Giordano, Broderick & Jordan 2018)", lrvb.fit_svi_meanfield_lr),
+        Method("svi_meanfield_lr", "linear-response covariance of the mean-field fit (Giordano, Broderick & Jordan 2018)", lrvb.fit_svi_meanfield_lr, lrvb.applicability),
         Method("svi_lowrank", "AutoLowRankMultivariateNormal (rank round(sqrt(d))), full ELBO, iterate-averaged", guides.fit_svi_lowrank),
         Method("svi_fullrank", "AutoMultivariateNormal (dense Cholesky factor), full ELBO, iterate-averaged", guides.fit_svi_fullrank),
         Method("expected_loss", "same guide, expected negative log-likelihood only (no prior, no entropy)", fit_expected_loss),
