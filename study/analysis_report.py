@@ -93,7 +93,7 @@ def fixed_point_answer(study, answer: dict) -> list:
         text += f"; on {', '.join(f'`{m}`' for m in wrong)} the residual is large with σ settled (the model as the ELBO sees it)"
     text += ". Each model's section names the parameters and the likelier cause."
     table = Table(
-        columns=["model", "seeds", "relative SE of σ", "max |r|", "max |r| / SE", "beyond 3 SE", "verdict"],
+        columns=["model", "seeds", "relative SE of σ", "max |rᵢ|", "max |rᵢ|/SEᵢ", "beyond 3 SE", "verdict"],
         rows=rows,
         caption="SE of r: the Hessian draws and the seed-to-seed error of σ, by the delta method.",
     )

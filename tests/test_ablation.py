@@ -1,6 +1,7 @@
 """The 2x2 KL ablation: the runs without the entropy term collapse, the runs with it do not."""
 
 import numpy as np
+import pytest
 
 from study.ablation import ARMS, fit_kl_ablation
 from study.svi import fit_expected_loss, optimise
@@ -40,3 +41,9 @@ def test_neither_arm_is_the_expected_loss_fit_and_is_reused():
     assert fit.info["reused_expected_loss"]
     np.testing.assert_array_equal(fit.info["arms"]["neither"]["final_sd"], expected.sd)
     assert fit.trajectory["neither/log_sigma"].shape == expected.trajectory["log_sigma"].shape
+
+
+@pytest.mark.slow
+def test_the_pattern_holds_on_linear_correlated_at_full_length():
+    fit = fit_kl_ablation(make_run("linear_correlated"))
+    assert fit.info["outcome"] == "entropy anchors sigma", {a: v["verdict"] for a, v in fit.info["arms"].items()}
