@@ -17,6 +17,7 @@ from .laplace_torch import fit_laplace_torch_diag, fit_laplace_torch_full
 from .reference import fit_reference
 from .results import Fit
 from .svi import fit_expected_loss, fit_svi_meanfield
+from . import ablation, guides, lrvb, sweep
 
 
 def _always(run: ModelRun) -> str | None:
@@ -49,11 +50,16 @@ METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         Method("svi_meanfield", "mean-field AutoNormal, full ELBO (Trace_ELBO), iterate-averaged", fit_svi_meanfield),
+        Method("svi_meanfield_lr", "linear-response covariance of the mean-field fit (Giordano, Broderick & Jordan 2018)", lrvb.fit_svi_meanfield_lr, lrvb.applicability),
+        Method("svi_lowrank", "AutoLowRankMultivariateNormal (rank round(sqrt(d))), full ELBO, iterate-averaged", guides.fit_svi_lowrank),
+        Method("svi_fullrank", "AutoMultivariateNormal (dense Cholesky factor), full ELBO, iterate-averaged", guides.fit_svi_fullrank),
         Method("expected_loss", "same guide, expected negative log-likelihood only (no prior, no entropy)", fit_expected_loss),
+        Method("kl_ablation", "2x2 ablation of the KL terms (prior, entropy) at a constant learning rate; sd: the full arm", ablation.fit_kl_ablation, ablation.applicability),
         Method("laplace_full", "exact Hessian at the MAP: sqrt((H^-1)_ii)", fit_laplace_full),
         Method("laplace_diag", "exact Hessian at the MAP: 1/sqrt(H_ii)", fit_laplace_diag),
         Method("laplace_torch_full", "laplace-torch FullLaplace, all weights", fit_laplace_torch_full, laplace_torch_applicability),
         Method("laplace_torch_diag", "laplace-torch DiagLaplace, all weights", fit_laplace_torch_diag, laplace_torch_applicability),
         Method("reference", "analytic posterior, posteriordb gold draws, or NUTS", fit_reference),
+        Method("data_sweep", "sigma_SVI, laplace_diag and laplace_full refitted on nested subsets of the data; sd: all the data", sweep.fit_data_sweep, sweep.applicability),
     )
 }

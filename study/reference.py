@@ -14,6 +14,7 @@ In order of preference:
 from __future__ import annotations
 
 import time
+import warnings
 
 import arviz as az
 import numpy as np
@@ -36,6 +37,18 @@ def reference_kind(run: ModelRun) -> str:
     if run.spec.reference_draws is not None:
         return GOLD
     return NUTS_KIND
+
+
+def sd_mcse(draws: np.ndarray) -> list[float]:
+    """Monte Carlo standard error of each parameter's sd, from draws ``(chains, draws, d)``.
+
+    ArviZ's ``mcse(method="sd")`` (effective-sample-size based, Vehtari et al. 2021), stored
+    with the fit so the answer's standard errors can be recomputed from ``results.json``.
+    """
+    dataset = az.convert_to_dataset({"z": draws}, dims={"z": ["parameter"]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [float(v) for v in np.asarray(az.mcse(dataset, method="sd")["z"].values, dtype=float)]
 
 
 def _moments(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +95,8 @@ def fit_gold_draws(run: ModelRun) -> Fit:
     mean, sd = _moments(draws)
     return run.new_fit(
         "reference", mean=mean, sd=sd, draws=draws,
-        info={"kind": GOLD, "n_draws": int(z.shape[0]), "wall_seconds": time.perf_counter() - start},
+        info={"kind": GOLD, "n_draws": int(z.shape[0]), "sd_se": sd_mcse(draws),
+              "wall_seconds": time.perf_counter() - start},
     )
 
 
@@ -133,6 +147,7 @@ def fit_nuts(run: ModelRun) -> Fit:
         "step_size": step_sizes,
         "preconditioner": preconditioned,
         "max_tree_depth": run.spec.nuts_max_tree_depth,
+        "sd_se": sd_mcse(draws),
     }
     info.update(_diagnostics(draws, joint.param_names))
     return run.new_fit("reference", mean=mean, sd=sd, draws=draws, info=info)

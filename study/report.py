@@ -275,10 +275,10 @@ def model_section(model: ModelResult, figures: list[Image], answer_for_model: di
     if figures:
         blocks.append(Heading(3, "Figures"))
         blocks.extend(figures)
+    for contribute in extra:  # fixed point, KL ablation, guide families, data size
+        blocks.extend(contribute(model, answer_for_model) or [])
     blocks.append(Heading(3, "Diagnostics"))
     blocks.append(Bullets(diagnostics(model)))
-    for contribute in extra:
-        blocks.extend(contribute(model, answer_for_model) or [])
     tables = summary_tables(model)
     if tables:
         blocks.append(Heading(3, "ArviZ summaries"))
@@ -328,7 +328,8 @@ MODEL_BLOCKS: list[Callable[[ModelResult, dict], list]] = []
 
 def build(study: StudyResult, answer: dict, figures: dict[str, list[Image]] | None = None,
           answer_figures: list[Image] | None = None, extra_answer_blocks: list[Callable] | None = None,
-          extra_model_blocks: list[Callable] | None = None) -> tuple[list, list]:
+          extra_model_blocks: list[Callable] | None = None,
+          fig_dir: Path | None = None) -> tuple[list, list]:
     """The report's blocks and its footer.
 
     Parameters
@@ -341,10 +342,17 @@ def build(study: StudyResult, answer: dict, figures: dict[str, list[Image]] | No
         Figures of the answer section.
     extra_answer_blocks, extra_model_blocks : list of callables, optional
         Contributors added after ``ANSWER_BLOCKS`` / ``MODEL_BLOCKS``.
+    fig_dir : Path, optional
+        Where the analysis figures (fixed point, KL ablation, guides, data size) are written;
+        without it those blocks are left out.
     """
+    from . import analysis_report
+
     figures = figures or {}
     blocks: list = [Heading(1, TITLE)]
     blocks.extend(answer_blocks(study, answer, answer_figures or []))
+    if fig_dir is not None:
+        blocks.extend(analysis_report.answer_blocks(study, answer, fig_dir))
     for contribute in ANSWER_BLOCKS + list(extra_answer_blocks or []):
         blocks.extend(contribute(study, answer) or [])
     blocks.append(Heading(3, "Methods"))
@@ -357,6 +365,8 @@ def build(study: StudyResult, answer: dict, figures: dict[str, list[Image]] | No
         )
     )
     per_model = MODEL_BLOCKS + list(extra_model_blocks or [])
+    if fig_dir is not None:
+        per_model = [lambda model, _answer: analysis_report.model_blocks(model, fig_dir)] + per_model
     for model in study.models:
         blocks.append(model_section(model, figures.get(model.name, []), answer["models"].get(model.name, {}),
                                     per_model))
@@ -366,7 +376,7 @@ def build(study: StudyResult, answer: dict, figures: dict[str, list[Image]] | No
 def render(study: StudyResult, answer: dict, out_dir: Path, figures=None, answer_figures=None,
            **contributors) -> tuple[str, str]:
     """``(markdown, html)`` of the report; images are linked relative to ``out_dir``."""
-    blocks, foot = build(study, answer, figures, answer_figures, **contributors)
+    blocks, foot = build(study, answer, figures, answer_figures, fig_dir=Path(out_dir) / "figures", **contributors)
     markdown = to_markdown(blocks + foot, out_dir)
     page = to_html(blocks, TITLE, footer=foot)
     return markdown, page

@@ -36,6 +36,7 @@ from .methods import METHODS
 from .reference import NUTS_KIND, reference_kind
 from .results import FAILED, FLAGGED, OK, SKIPPED, Fit, ModelResult
 from .settings import Settings
+from .shape_check import check_shapes
 
 # A NUTS run with more divergent transitions than this fraction of its draws is
 # flagged: divergences mean the sampler missed regions of high curvature, so its
@@ -151,6 +152,7 @@ def run_model(
         data = spec.data()
         check_data(spec, data)
         run = ModelRun.create(spec, settings, data, progress=progress)
+        check_shapes(run.joint)  # before any fit: a mis-broadcast model stops here, naming the site
         cache = None
         if cache_dir is not None:
             source_path = "" if isinstance(source, ModelSpec) else str(source)

@@ -38,6 +38,20 @@ class Settings:
         NUTS reference run length.
     elbo_draws : int
         Monte Carlo draws for the final ELBO estimate.
+    svi_seeds : int
+        Independent ``svi_meanfield`` runs (seeds); the fit reports their mean
+        and its Monte Carlo standard error.
+    curvature_draws : int
+        Draws from the mean-field ``q`` (antithetic pairs) at which the exact
+        Hessian of ``-log p`` is evaluated: the fixed-point residual and the
+        linear-response covariance.
+    ablation_models : tuple[str, ...]
+        Models the four-run KL ablation (``kl_ablation``) runs on; it costs three
+        constant-rate SVI runs per model.
+    sweep_models : tuple[str, ...]
+        Models of the data-size sweep (``data_sweep``).
+    sweep_halvings : int
+        The sweep fits the data at ``N, N/2, ..., N/2**sweep_halvings`` rows.
     """
 
     seed: int = 0
@@ -53,11 +67,19 @@ class Settings:
     nuts_draws: int = 600
     nuts_chains: int = 2
     elbo_draws: int = 1000
+    svi_seeds: int = 3
+    curvature_draws: int = 1024
+    ablation_models: tuple[str, ...] = ("seed_linear", "linear_correlated")
+    sweep_models: tuple[str, ...] = ("linear_correlated", "logistic_breast_cancer")
+    sweep_halvings: int = 3
     quick: bool = False
 
     @classmethod
     def make(cls, quick: bool = False, **overrides) -> "Settings":
-        base = cls(quick=True, svi_steps=1200, nuts_warmup=150, nuts_draws=200, draws=400, elbo_draws=400) if quick else cls()
+        base = cls(
+            quick=True, svi_steps=1200, nuts_warmup=150, nuts_draws=200, draws=400, elbo_draws=400,
+            svi_seeds=2, curvature_draws=128, ablation_models=("seed_linear",), sweep_halvings=1,
+        ) if quick else cls()
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
     def fit_seed(self, *names: str) -> int:

@@ -178,6 +178,7 @@ class SVIRun:
     wall_seconds: float
     init_from: str
     jit: bool
+    sigma_changes: np.ndarray | None = None  # (d,): signed per-parameter change behind sigma_drift
 
 
 def start_point(run: ModelRun):
@@ -204,6 +205,7 @@ def optimise(
     include_prior: bool = True,
     include_entropy: bool = True,
     constant_lr: float | None = None,
+    seed: int | None = None,
 ) -> SVIRun:
     """Fit an ``AutoNormal`` guide by Adam on the ELBO, or on the ELBO without its prior
     and/or entropy term (``masked_objective``), with a decaying learning rate.
@@ -213,12 +215,12 @@ def optimise(
     returned ``mean``/``sd`` average the iterates over the last
     ``average_fraction`` of the run. ``sigma_drift`` is the largest relative
     change of ``sigma_i`` between the two halves of that window: near 0 when
-    sigma has stopped moving.
+    sigma has stopped moving. ``seed`` defaults to the method's seed.
     """
     s = run.settings
     steps = max(10, int(round(s.svi_steps * run.spec.svi_steps_scale)))
     pyro.clear_param_store()
-    pyro.set_rng_seed(run.seed(method))
+    pyro.set_rng_seed(run.seed(method) if seed is None else seed)
     init_loc_fn, init_from = start_point(run)
     guide = AutoNormal(run.spec.model, init_loc_fn=init_loc_fn, init_scale=s.init_scale)
     guide(**run.data)  # creates the parameters, so the optimiser can pair means with scales
@@ -256,6 +258,7 @@ def optimise(
     n = steps - average_from
     first = sums["scale_first"] / (middle - average_from)
     second = sums["scale_second"] / (steps - middle)
+    changes = second / first - 1.0
     return SVIRun(
         mean=(sums["loc"] / n).numpy(),
         sd=(sums["scale"] / n).numpy(),
@@ -265,10 +268,11 @@ def optimise(
         loss=losses,
         record_steps=np.asarray(record_steps),
         log_sigma=np.stack(log_sigma),
-        sigma_drift=float((second / first - 1.0).abs().max()),
+        sigma_drift=float(changes.abs().max()),
         wall_seconds=time.perf_counter() - start,
         init_from=init_from,
         jit=bool(loss.use_jit),
+        sigma_changes=changes.numpy(),
     )
 
 
@@ -345,28 +349,97 @@ class CheckedJitELBO(ELBO):
         return self.jit.loss_and_grads(model, guide, *args, **kwargs)
 
 
+def meanfield_seed(run: ModelRun, k: int) -> int:
+    """Seed of the ``k``-th ``svi_meanfield`` run; run 0 keeps the method's own seed."""
+    return run.seed("svi_meanfield") if k == 0 else run.seed(f"svi_meanfield/seed{k}")
+
+
+def seed_standard_errors(values: np.ndarray) -> dict:
+    """Monte Carlo error of a per-parameter mean over ``K`` seeds, values of shape ``(K, d)``.
+
+    The optimiser steps ``mu`` and ``log sigma`` in units of sigma (``study.optim``), so the
+    seed-to-seed noise of sigma is relative and about the same for every parameter: the
+    relative spread is pooled over parameters (``d (K - 1)`` degrees of freedom, where a
+    per-parameter estimate from 3 seeds has 2). Both are returned.
+
+    Returns
+    -------
+    dict
+        ``rel_se`` (float: pooled relative SE of the mean), ``se`` ``(d,)`` (``rel_se`` times
+        the mean), ``se_per_parameter`` ``(d,)`` (unpooled); all None when ``K < 2``.
+    """
+    K, d = values.shape
+    if K < 2:
+        return {"rel_se": None, "se": None, "se_per_parameter": None}
+    centre = values.mean(0)
+    relative = values / centre - 1.0
+    rel_se = math.sqrt(float((relative**2).sum()) / (d * (K - 1)) / K)
+    return {
+        "rel_se": rel_se,
+        "se": centre * rel_se,
+        "se_per_parameter": values.std(0, ddof=1) / math.sqrt(K),
+    }
+
+
 def fit_svi_meanfield(run: ModelRun) -> Fit:
-    """Mean-field ``AutoNormal`` by the full ELBO (``Trace_ELBO``, vectorised particles)."""
+    """Mean-field ``AutoNormal`` by the full ELBO (``Trace_ELBO``, vectorised particles).
+
+    ``svi_seeds`` independent runs; ``mean``/``sd`` are their averages, ``info`` holds the
+    per-seed values, the standard error of ``sd`` and the fixed-point residual
+    ``sigma_i^2 E_q[H_ii] - 1`` (``study.fixed_point``) at the averaged ``q``.
+    """
+    from .fixed_point import diagnose, expected_curvature, fixed_point_residual
+    from .runner import one_line
+
     s = run.settings
-    result = optimise(run, "svi_meanfield")
-    elbo, elbo_se = elbo_estimate(run, result.mean, result.sd, run.seed("svi_meanfield/elbo"))
+    K = max(1, s.svi_seeds)
+    results = [optimise(run, "svi_meanfield", seed=meanfield_seed(run, k)) for k in range(K)]
+    result = results[0]
+    means = np.stack([r.mean for r in results])  # (K, d)
+    sds = np.stack([r.sd for r in results])
+    mean, sd = means.mean(0), sds.mean(0)
+    errors = seed_standard_errors(sds)
+    # Signed relative change of sigma between the halves of the averaging window, seed-averaged.
+    changes = np.mean(np.stack([r.sigma_changes for r in results]), axis=0)
+    elbo, elbo_se = elbo_estimate(run, mean, sd, run.seed("svi_meanfield/elbo"))
+    info = {
+        "wall_seconds": sum(r.wall_seconds for r in results),
+        "steps": result.steps,
+        "particles": s.particles,
+        "final_elbo": elbo,
+        "final_elbo_se": elbo_se,
+        "sigma_drift": max(r.sigma_drift for r in results),
+        "sigma_change_per_parameter": changes.tolist(),
+        "init": result.init_from,
+        "jit": all(r.jit for r in results),
+        "averaged_over_last_steps": int(result.steps * s.average_fraction),
+        "seeds": K,
+        "mean_per_seed": means.tolist(),
+        "sd_per_seed": sds.tolist(),
+        "sd_se": None if errors["se"] is None else errors["se"].tolist(),
+        "sd_rel_se": errors["rel_se"],
+        "sd_se_per_parameter": None if errors["se_per_parameter"] is None else errors["se_per_parameter"].tolist(),
+        # Seeds that settle in different optima (a multimodal posterior) make the averages
+        # meaningless; this is the largest seed-to-seed sd of a mean in units of its sigma.
+        "mean_spread_over_sigma": float(np.max(means.std(0, ddof=1) / sd)) if K > 1 else None,
+    }
+    start = time.perf_counter()
+    try:
+        curvature = expected_curvature(run.joint, mean, sd, s.curvature_draws, run.seed("svi_meanfield/curvature"))
+        run.cache["meanfield_curvature"] = curvature  # svi_meanfield_lr reuses the same draws
+        residual = fixed_point_residual(curvature, errors["rel_se"])
+        residual["diagnosis"] = diagnose(residual, changes, run.joint.param_names)
+        info["fixed_point"] = residual
+    except Exception as error:  # the fit stands; the check reports why it could not run
+        info["fixed_point"] = {"error": one_line(error)}
+    info["fixed_point_seconds"] = time.perf_counter() - start
     return run.new_fit(
         "svi_meanfield",
-        mean=result.mean,
-        sd=result.sd,
-        draws=diagonal_gaussian_draws(result.mean, result.sd, s.draws, run.seed("svi_meanfield/draws")),
+        mean=mean,
+        sd=sd,
+        draws=diagonal_gaussian_draws(mean, sd, s.draws, run.seed("svi_meanfield/draws")),
         trajectory=_trajectory(result),
-        info={
-            "wall_seconds": result.wall_seconds,
-            "steps": result.steps,
-            "particles": s.particles,
-            "final_elbo": elbo,
-            "final_elbo_se": elbo_se,
-            "sigma_drift": result.sigma_drift,
-            "init": result.init_from,
-            "jit": result.jit,
-            "averaged_over_last_steps": int(result.steps * s.average_fraction),
-        },
+        info=info,
     )
 
 

@@ -21,11 +21,13 @@ def test_in_process_quick_run_writes_every_output(tmp_path):
     rows = list(csv.DictReader((tmp_path / "comparison.csv").open()))
     assert {"model", "parameter", "method", "mean", "sd", "ref_sd", "sd_ratio"} <= set(rows[0])
     methods = {r["method"] for r in rows if r["model"] == "linear_correlated"}
-    assert {"svi_meanfield", "expected_loss", "laplace_full", "laplace_diag", "laplace_torch_full",
-            "laplace_torch_diag", "reference"} == methods
+    assert {"svi_meanfield", "svi_meanfield_lr", "svi_lowrank", "svi_fullrank", "expected_loss", "kl_ablation",
+            "laplace_full", "laplace_diag", "laplace_torch_full", "laplace_torch_diag", "reference",
+            "data_sweep"} == methods
     results = json.loads((tmp_path / "results.json").read_text())
     svi = results["models"]["linear_correlated"]["fits"]["svi_meanfield"]["info"]
     assert svi["steps"] > 0 and svi["particles"] > 0 and "final_elbo" in svi and svi["wall_seconds"] > 0
+    assert svi["seeds"] == 2 and len(svi["fixed_point"]["r"]) == 6 and len(svi["sd_se"]) == 6
     laplace = results["models"]["linear_correlated"]["fits"]["laplace_full"]["info"]
     assert laplace["hessian_min_eigenvalue"] > 0 and laplace["hessian_condition_number"] >= 1
     idata = az.from_netcdf(tmp_path / "idata" / "linear_correlated" / "svi_meanfield.nc")
