@@ -1,0 +1,9 @@
+"""The comparison study: fits, references, outputs, report (``python -m study.compare``)."""
+
+import warnings
+
+# Pyro's JitTrace_ELBO and NUTS(jit_compile=True) trace with torch.jit, which torch 2.14
+# deprecates in favour of torch.compile (which Pyro's inference does not use). The
+# warning repeats once per traced fit and says nothing about the results; everything
+# else still warns.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.(trace|script)` is deprecated", category=FutureWarning)

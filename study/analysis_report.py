@@ -143,14 +143,18 @@ def ablation_answer(study, answer: dict) -> list:
 
 
 def recovery_answer(study, answer: dict) -> list:
-    rows = []
+    rows, left_out = [], []
     for model in _ok_models(study):
         a = answer["models"].get(model.name, {})
         if "svi_over_reference" not in a:
             continue
         gaps = a.get("gap_closed", {})
         gap_text = ", ".join(f"{GAP_LABELS[m]} {fmt(g)}" for m, g in gaps.items()) or "–"
-        rows.append([model.title] + [ratio_cell(a.get(key)) for key in RATIO_COLUMNS] + [gap_text])
+        title = model.title
+        if "reference_untrusted" in a:  # shown, but out of the pooled medians (study.summary.study_answer)
+            title += " †"
+            left_out.append(model.title)
+        rows.append([title] + [ratio_cell(a.get(key)) for key in RATIO_COLUMNS] + [gap_text])
     if not rows:
         return []
     pooled = answer["pooled"]
@@ -160,8 +164,8 @@ def recovery_answer(study, answer: dict) -> list:
         if entry:
             parts.append(f"{label} {with_se(entry['median'], entry.get('median_se'), entry.get('se_complete', True))}")
     text = (
-        "The mean-field σ is the conditional sd; what recovers the marginal sd? Median over all parameters of "
-        "sd / reference sd: " + "; ".join(parts) + ". The linear-response correction (Giordano, Broderick & "
+        "The mean-field σ is the conditional sd; what recovers the marginal sd? Median of sd / reference sd "
+        "over every parameter of " + ("the models with a trusted reference" if left_out else "every model") + ": " + "; ".join(parts) + ". The linear-response correction (Giordano, Broderick & "
         "Jordan 2018) reuses the mean-field fit; the low-rank and full-rank guides are refitted with the same "
         "ELBO and schedule, means from the MAP and covariance from the Laplace approximation."
     )
@@ -172,7 +176,8 @@ def recovery_answer(study, answer: dict) -> list:
         "the Hessian draws for linear response, the reference's Monte Carlo error (ArviZ mcse of the sd) "
         "throughout; * marks an SE that leaves out the optimiser noise of a single-seed fit (low-rank, full-rank) "
         "or the mean-field fit's error (linear response). Share of the gap closed: 1 − median |log(sd/ref)| / "
-        "median |log(σ_SVI/ref)| (1: exact, 0: no better than mean-field).",
+        "median |log(σ_SVI/ref)| (1: exact, 0: no better than mean-field)."
+        + (" † Untrusted NUTS reference: shown, left out of the pooled medians." if left_out else ""),
     )
     return [Heading(3, "What recovers the marginal sd?", anchor="recovery"), Paragraph(text), table]
 

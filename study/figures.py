@@ -174,6 +174,16 @@ def sigma_vs_curvature(model: ModelResult, answer_for_model: dict, fig_dir: Path
     if drawn == 0:
         plt.close(fig)
         return None
+    fixed = svi.info.get("fixed_point") or {}
+    expected = np.asarray(fixed.get("expected_hessian") or [], dtype=float)
+    if expected.shape == y.shape and np.all(expected > 0):
+        # The fixed-point check (study.fixed_point): sigma_i^-2 = E_q[H_ii] puts these on y = x.
+        x = 1.0 / np.sqrt(expected)
+        ax.scatter(x, y, s=22, marker="D", color="C3", alpha=0.9, zorder=4,
+                   label=r"$1/\sqrt{E_q[H_{ii}]}$ (fixed point)")
+        lo, hi = min(lo, x.min()), max(hi, x.max())
+    else:
+        fixed = {}
     pad = 1.6
     lims = (lo / pad, hi * pad)
     ax.plot(lims, lims, color="k", lw=1, ls="--", label="y = x")
@@ -193,8 +203,12 @@ def sigma_vs_curvature(model: ModelResult, answer_for_model: dict, fig_dir: Path
                     bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8))
     ax.legend(fontsize=8, loc="upper left")
     path = save(fig, fig_dir / f"sigma-curvature-{slug(model.name)}.png")
-    caption = ("σ_SVI against three sds, one marker per parameter and comparison. On the line y = x σ equals "
+    caption = ("σ_SVI against other sds, one marker per parameter and comparison. On the line y = x σ equals "
                f"the compared sd; the grey band is the within-{round(100 * (BAND - 1))}% zone.")
+    if fixed.get("r"):
+        r = np.abs(np.asarray(fixed["r"], dtype=float))
+        caption += (f" Red diamonds: 1/√E_q[Hᵢᵢ], the curvature averaged over q, on which the mean-field fixed "
+                    f"point puts σ exactly (largest |rᵢ| = |σᵢ²E_q[Hᵢᵢ] − 1| here: {r.max():.3g}).")
     if labelled:
         caption += (f" Labelled: the {len(labelled)} parameter{'s' if len(labelled) > 1 else ''} farthest "
                     "from y = x, at their worst comparison.")
