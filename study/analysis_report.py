@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import analysis_figures as figures
+from .answer import fmt
 from .document import Bullets, Heading, Paragraph, Table
 from .fixed_point import Z_LIMIT
 from .results import OK, ModelResult
@@ -27,17 +28,6 @@ RATIO_COLUMNS = {
 }
 GAP_LABELS = {"svi_meanfield_lr": "linear response", "svi_lowrank": "low-rank", "svi_fullrank": "full-rank",
               "laplace_full": "Laplace full"}
-
-
-def fmt(x, digits: int = 3) -> str:
-    if x is None:
-        return "–"
-    x = float(x)
-    if not np.isfinite(x):
-        return str(x)
-    if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e5):
-        return f"{x:.{digits - 1}e}"
-    return f"{x:.{digits}g}"
 
 
 def with_se(value, se, complete: bool = True) -> str:
