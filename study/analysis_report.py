@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import analysis_figures as figures
-from .answer import fmt
+from .answer import fmt, ratio_cell, with_se
 from .document import Bullets, Heading, Paragraph, Table
 from .fixed_point import Z_LIMIT
 from .results import OK, ModelResult
@@ -28,24 +28,6 @@ RATIO_COLUMNS = {
 }
 GAP_LABELS = {"svi_meanfield_lr": "linear response", "svi_lowrank": "low-rank", "svi_fullrank": "full-rank",
               "laplace_full": "Laplace full"}
-
-
-def with_se(value, se, complete: bool = True) -> str:
-    """``1.02 ± 0.01``; a trailing ``*`` when the SE leaves out a source of error."""
-    if value is None:
-        return "–"
-    if se is None or (not complete and se == 0):
-        return f"{fmt(value)} (SE n/a)"
-    return f"{fmt(value)} ± {fmt(se, 2)}" + ("" if complete else "*")
-
-
-def ratio_cell(entry: dict | None) -> str:
-    """Median ± SE (worst ± SE) of a ``summary.describe`` entry."""
-    if not entry:
-        return "–"
-    complete = entry.get("se_complete", True)
-    return (f"{with_se(entry['median'], entry.get('median_se'), complete)} "
-            f"({with_se(entry['worst'], entry.get('worst_se'), complete)})")
 
 
 def _ok_models(study) -> list[ModelResult]:

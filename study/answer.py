@@ -41,9 +41,36 @@ def fmt(x, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
+def with_se(value, se, complete: bool = True) -> str:
+    """``1.02 ± 0.01``; a trailing ``*`` when the SE leaves out a source of error."""
+    if value is None:
+        return "–"
+    if se is None or (not complete and se == 0):
+        return f"{fmt(value)} (SE n/a)"
+    return f"{fmt(value)} ± {fmt(se, 2)}" + ("" if complete else "*")
+
+
+def ratio_cell(entry: dict | None) -> str:
+    """Median ± SE (worst ± SE) of a ``summary.describe`` entry."""
+    if not entry:
+        return "–"
+    complete = entry.get("se_complete", True)
+    return (f"{with_se(entry['median'], entry.get('median_se'), complete)} "
+            f"({with_se(entry['worst'], entry.get('worst_se'), complete)})")
+
+
 def percent(share: float) -> str:
     """A share in [0, 1] as a whole percentage, e.g. ``"93%"``."""
     return f"{round(100 * share)}%"
+
+
+def _median(entry: dict, bold: bool = True) -> str:
+    """A median with its Monte Carlo SE (``summary.describe``), e.g. ``**1.05** ± 0.0046``."""
+    value = f"**{fmt(entry['median'])}**" if bold else fmt(entry["median"])
+    se = entry.get("median_se")
+    if se is None:
+        return value
+    return f"{value} ± {fmt(se, 2)}" + ("" if entry.get("se_complete", True) else "*")
 
 
 def _band_percent() -> str:
@@ -144,7 +171,7 @@ def curvature_sentences(answer: dict, groups: dict, titles: dict[str, str]) -> l
     n = len(groups["curvature"])
     out = [
         f"Across {n} model{'s' if n != 1 else ''} ({diag['n']} parameters), the converged mean-field σ "
-        f"divided by 1/√Hᵢᵢ at the MAP (the diagonal Laplace sd) has median **{fmt(diag['median'])}** "
+        f"divided by 1/√Hᵢᵢ at the MAP (the diagonal Laplace sd) has median {_median(diag)} "
         f"(middle half {fmt(diag['q25'])}–{fmt(diag['q75'])}, range {fmt(diag['min'])}–{fmt(diag['max'])}); "
         f"{percent(diag['share_within_band'])} of the parameters are within {_band_percent()} of it."
     ]
@@ -173,7 +200,7 @@ def curvature_sentences(answer: dict, groups: dict, titles: dict[str, str]) -> l
         entry = models[name]["svi_over_laplace_diag"]
         text, flag = break_reason(models[name])
         non_gaussian |= flag
-        reasons.append(f"Not in {_name(name, titles)} (median {fmt(entry['median'])}, "
+        reasons.append(f"Not in {_name(name, titles)} (median {_median(entry, bold=False)}, "
                        f"{percent(entry['share_within_band'])} within): {text}.")
     out.extend(reasons)
     if non_gaussian:
@@ -200,7 +227,7 @@ def reference_sentences(answer: dict, groups: dict, titles: dict[str, str]) -> l
     m = len(groups["trusted"])
     out.append(
         f"Against the reference marginal sd{left_out}, σ_SVI over {m} model{'s' if m != 1 else ''} "
-        f"({ref['n']} parameters) has median **{fmt(ref['median'])}** (range {fmt(ref['min'])}–{fmt(ref['max'])}; "
+        f"({ref['n']} parameters) has median {_median(ref)} (range {fmt(ref['min'])}–{fmt(ref['max'])}; "
         f"farthest from 1: {fmt(ref['worst'])}, `{ref['worst_parameter']}`)."
     )
     short, conditional, wide = groups["short"], groups["short_conditional"], groups["wide"]
@@ -227,7 +254,7 @@ def reference_sentences(answer: dict, groups: dict, titles: dict[str, str]) -> l
     if full is not None:
         out.append(
             f"The full Laplace sd √(H⁻¹)ᵢᵢ is within {_band_percent()} of the reference for "
-            f"{percent(full['share_within_band'])} of the parameters (median {fmt(full['median'])})."
+            f"{percent(full['share_within_band'])} of the parameters (median {_median(full, bold=False)})."
         )
     return out
 

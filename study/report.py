@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from .answer import QUESTION, answer_paragraph, fmt, percent
+from .answer import QUESTION, answer_paragraph, fmt, percent, ratio_cell
 from .document import (
     Bullets, Code, Details, Heading, Image, Paragraph, Section, Table, slug, to_html, to_markdown,
 )
@@ -68,7 +68,7 @@ def answer_table(study_or_models, answer: dict, links: bool = True) -> Table:
             entry = a.get(key)
             if not entry:
                 return "–"
-            text = f"{fmt(entry['median'])} ({fmt(entry['worst'])})"
+            text = ratio_cell(entry)
             return f"{text} {UNTRUSTED_MARK}" if marked and flag else text
 
         label = f"[{title}](#{model_anchor(name)})" if links else title
@@ -86,8 +86,10 @@ def answer_table(study_or_models, answer: dict, links: bool = True) -> Table:
             fmt(fall["median"]) if fall else "–",
             fmt(collapse.get("median_log_sigma_slope_per_1000_steps")),
         ])
-    caption = ("Median over parameters (worst parameter in brackets: farthest from 1). The last two columns: "
-               "the expected-loss run's final σ over the ELBO's σ, and its trend.")
+    caption = ("Median over parameters ± its typical Monte Carlo SE (worst parameter ± SE in brackets: farthest "
+               "from 1). SE: the seed-to-seed error of σ_SVI and the reference's Monte Carlo error (ArviZ mcse of "
+               "the sd); exact Laplace and analytic sds have none. The last two columns: the expected-loss run's "
+               "final σ over the ELBO's σ, and its trend (a run that has not converged, so no SE).")
     if any_untrusted:
         caption += (f" {UNTRUSTED_MARK} Untrusted NUTS reference (largest R-hat above {MAX_R_HAT} or smallest "
                     f"bulk ESS below {MIN_ESS_BULK}): shown, but left out of the pooled numbers.")
