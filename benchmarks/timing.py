@@ -46,6 +46,8 @@ def main(argv=None) -> int:
     ).stdout else []
     results = {}
     for label, flags, repeats in (("quick", ["--quick"], args.quick_repeats), ("full", [], args.full_repeats)):
+        if repeats < 1:
+            continue
         times = [time_run(flags + extra) for _ in range(repeats)]
         results[label] = {"seconds": times, "median_seconds": statistics.median(times)}
         print(f"{label}: median {statistics.median(times):.1f} s over {repeats} run(s): "
