@@ -77,7 +77,7 @@ class Settings:
     @classmethod
     def make(cls, quick: bool = False, **overrides) -> "Settings":
         base = cls(
-            quick=True, svi_steps=1200, nuts_warmup=150, nuts_draws=200, draws=400, elbo_draws=400,
+            quick=True, svi_steps=600, nuts_warmup=100, nuts_draws=100, draws=400, elbo_draws=400,
             svi_seeds=2, curvature_draws=128, ablation_models=("seed_linear",), sweep_halvings=1,
         ) if quick else cls()
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
