@@ -46,14 +46,13 @@ import torch
 from pyro.infer import SVI
 from pyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoMultivariateNormal
 from torch.distributions import biject_to, transform_to
-from tqdm.auto import tqdm
 
 from .context import ModelRun
 from .draws import gaussian_draws
 from .laplace import map_and_hessian
 from .optim import ScaledLocAdam
 from .results import Fit
-from .svi import CheckedJitELBO, NonFiniteLoss, start_point
+from .svi import CheckedJitELBO, run_and_average, start_point
 
 
 
@@ -240,49 +239,31 @@ def fit_guide(run: ModelRun, method: str, init: str = "laplace") -> Fit:
     loss = CheckedJitELBO(s.particles, run.joint.max_plate_nesting)
     svi = SVI(run.spec.model, guide, optimiser, loss)
 
-    record_every = max(1, steps // 400)
-    average_from = int(steps * (1.0 - s.average_fraction))
-    middle = (average_from + steps) // 2
-    losses = np.empty(steps)
-    record_steps, log_sd = [], []
-    sums = {"loc": 0.0, "cov": 0.0, "sd_first": 0.0, "sd_second": 0.0}
-    start = time.perf_counter()
-    bar = tqdm(range(steps), desc=f"{run.name}: {method}", leave=False, disable=not run.progress, mininterval=1.0)
-    for step in bar:
-        value = svi.step(**run.data)
-        if not math.isfinite(value):
-            raise NonFiniteLoss(f"{method} loss became {value} at step {step}")
-        losses[step] = value
+    def snapshot():
         with torch.no_grad():
             loc = guide.loc.detach().clone()
             cov = guide_covariance(guide).detach()
-        sd = cov.diagonal().sqrt()
-        if step % record_every == 0 or step == steps - 1:
-            record_steps.append(step)
-            log_sd.append(sd.log().numpy().copy())
-        if step >= average_from:
-            sums["loc"] = sums["loc"] + loc
-            sums["cov"] = sums["cov"] + cov
-            half = "sd_first" if step < middle else "sd_second"
-            sums[half] = sums[half] + sd
-    bar.close()
-    n = steps - average_from
-    mean = (sums["loc"] / n).numpy()
-    covariance = (sums["cov"] / n).numpy()
+        return loc, cov, cov.diagonal().sqrt()
+
+    start = time.perf_counter()
+    trace = run_and_average(svi, run, method, steps, snapshot)
+    n = trace.averaged_steps
+    mean = trace.mean.numpy()
+    covariance = trace.spread.numpy()
     covariance = 0.5 * (covariance + covariance.T)
-    drifts = ((sums["sd_second"] / (steps - middle)) / (sums["sd_first"] / (middle - average_from)) - 1.0).abs()
+    drifts = (trace.sd_second / trace.sd_first - 1.0).abs()
     elbo, elbo_se = gaussian_elbo(run, mean, covariance, run.seed(f"{method}/elbo"))
     try:
         gain, gain_se = elbo_gain(run, mean, covariance, run.seed(f"{method}/elbo_gain"))
     except (MapNotFound, torch.linalg.LinAlgError, np.linalg.LinAlgError, ValueError, RuntimeError):
         gain, gain_se = None, None
-    record_steps = np.asarray(record_steps)
+    record_steps = trace.record_steps
     return run.new_fit(
         method,
         mean=mean,
         sd=np.sqrt(np.diag(covariance)),
         draws=gaussian_draws(mean, covariance, s.draws, run.seed(f"{method}/draws")),
-        trajectory={"step": record_steps, "loss": losses[record_steps], "log_sigma": np.stack(log_sd)},
+        trajectory={"step": record_steps, "loss": trace.losses[record_steps], "log_sigma": trace.log_sd},
         info={
             "wall_seconds": time.perf_counter() - start,
             "steps": steps,

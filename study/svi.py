@@ -181,6 +181,65 @@ class SVIRun:
     sigma_changes: np.ndarray | None = None  # (d,): signed per-parameter change behind sigma_drift
 
 
+@dataclass
+class AveragedIterates:
+    """What ``run_and_average`` kept of a run: every loss, the recorded log sds, the averages."""
+
+    losses: np.ndarray  # (steps,)
+    record_steps: np.ndarray  # (r,): about 400 recorded steps, the last one included
+    log_sd: np.ndarray  # (r, d)
+    mean: torch.Tensor  # (d,): the average of the means over the window
+    spread: torch.Tensor  # the average of the spread (sd or covariance) over the window
+    sd_first: torch.Tensor  # (d,): the average sd over the first half of the window
+    sd_second: torch.Tensor  # (d,): ... and over its second half
+    last_loc: torch.Tensor
+    last_sd: torch.Tensor
+    averaged_steps: int
+    wall_seconds: float
+
+
+def run_and_average(svi: SVI, run: ModelRun, method: str, steps: int, snapshot) -> AveragedIterates:
+    """``steps`` SVI steps; iterates averaged over the last ``average_fraction`` of them.
+
+    ``snapshot()`` returns ``(loc, spread, sd)`` of the guide after a step: ``spread`` is
+    what is averaged as the fit's spread (the sd vector of a mean-field guide, the
+    covariance of a richer one) and ``sd`` is recorded and split over the two halves of
+    the window, which tells whether sigma has stopped moving. Raises ``NonFiniteLoss``
+    at the first NaN or infinite loss.
+    """
+    s = run.settings
+    record_every = max(1, steps // 400)
+    average_from = int(steps * (1.0 - s.average_fraction))
+    middle = (average_from + steps) // 2
+    losses = np.empty(steps)
+    record_steps, log_sd = [], []
+    sums = {"loc": 0.0, "spread": 0.0, "sd_first": 0.0, "sd_second": 0.0}
+    start = time.perf_counter()
+    bar = tqdm(range(steps), desc=f"{run.name}: {method}", leave=False, disable=not run.progress, mininterval=1.0)
+    for step in bar:
+        value = svi.step(**run.data)
+        if not math.isfinite(value):
+            raise NonFiniteLoss(f"{method} loss became {value} at step {step}")
+        losses[step] = value
+        loc, spread, sd = snapshot()
+        if step % record_every == 0 or step == steps - 1:
+            record_steps.append(step)
+            log_sd.append(sd.log().numpy().copy())
+        if step >= average_from:
+            sums["loc"] = sums["loc"] + loc
+            sums["spread"] = sums["spread"] + spread
+            half = "sd_first" if step < middle else "sd_second"
+            sums[half] = sums[half] + sd
+    bar.close()
+    n = steps - average_from
+    return AveragedIterates(
+        losses=losses, record_steps=np.asarray(record_steps), log_sd=np.stack(log_sd),
+        mean=sums["loc"] / n, spread=sums["spread"] / n,
+        sd_first=sums["sd_first"] / (middle - average_from), sd_second=sums["sd_second"] / (steps - middle),
+        last_loc=loc, last_sd=sd, averaged_steps=n, wall_seconds=time.perf_counter() - start,
+    )
+
+
 def start_point(run: ModelRun):
     """Where the guide's means start: the MAP when there is one, else the model's init.
 
@@ -232,44 +291,23 @@ def optimise(
     loss = CheckedJitELBO(s.particles, run.joint.max_plate_nesting)
     svi = SVI(model, masked_guide, ScaledLocAdam(guide, lr=lr, lr_decay=lrd), loss)
 
-    record_every = max(1, steps // 400)
-    average_from = int(steps * (1.0 - s.average_fraction))
-    middle = (average_from + steps) // 2
-    losses = np.empty(steps)
-    record_steps, log_sigma = [], []
-    sums = {"loc": 0.0, "scale": 0.0, "scale_first": 0.0, "scale_second": 0.0}
-    start = time.perf_counter()
-    bar = tqdm(range(steps), desc=f"{run.name}: {method}", leave=False, disable=not run.progress, mininterval=1.0)
-    for step in bar:
-        value = svi.step(**run.data)
-        if not math.isfinite(value):
-            raise NonFiniteLoss(f"{method} loss became {value} at step {step}")
-        losses[step] = value
+    def snapshot():
         loc, scale = guide_loc_scale(guide, run)
-        if step % record_every == 0 or step == steps - 1:
-            record_steps.append(step)
-            log_sigma.append(scale.log().numpy().copy())
-        if step >= average_from:
-            sums["loc"] = sums["loc"] + loc
-            sums["scale"] = sums["scale"] + scale
-            half = "scale_first" if step < middle else "scale_second"
-            sums[half] = sums[half] + scale
-    bar.close()
-    n = steps - average_from
-    first = sums["scale_first"] / (middle - average_from)
-    second = sums["scale_second"] / (steps - middle)
-    changes = second / first - 1.0
+        return loc, scale, scale
+
+    trace = run_and_average(svi, run, method, steps, snapshot)
+    changes = trace.sd_second / trace.sd_first - 1.0
     return SVIRun(
-        mean=(sums["loc"] / n).numpy(),
-        sd=(sums["scale"] / n).numpy(),
-        last_mean=loc.numpy(),
-        last_sd=scale.numpy(),
+        mean=trace.mean.numpy(),
+        sd=trace.spread.numpy(),
+        last_mean=trace.last_loc.numpy(),
+        last_sd=trace.last_sd.numpy(),
         steps=steps,
-        loss=losses,
-        record_steps=np.asarray(record_steps),
-        log_sigma=np.stack(log_sigma),
+        loss=trace.losses,
+        record_steps=trace.record_steps,
+        log_sigma=trace.log_sd,
         sigma_drift=float(changes.abs().max()),
-        wall_seconds=time.perf_counter() - start,
+        wall_seconds=trace.wall_seconds,
         init_from=init_from,
         jit=bool(loss.use_jit),
         sigma_changes=changes.numpy(),
