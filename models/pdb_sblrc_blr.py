@@ -50,6 +50,6 @@ SPEC = ModelSpec(
     model=model,
     data=data,
     reference_draws=reference_draws,
-    needs_posteriordb=True,
+    posteriordb=POSTERIOR,
     svi_steps_scale=2.0,  # coefficients' sd ~5e-4 next to sigma's 0.07: sigma needs the longer run
 )
