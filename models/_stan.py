@@ -118,3 +118,33 @@ def hmm_log_likelihood(log_emission: torch.Tensor, log_transition: torch.Tensor)
         return torch.logsumexp(first, -1)
     last = _log_matmul_exp(first.unsqueeze(-2), steps[..., 0, :, :]).squeeze(-2)
     return torch.logsumexp(last, -1)
+
+
+def linear_recurrence(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``x_1 = b_1``, ``x_t = a x_(t-1) + b_t`` along the last axis, by a parallel scan.
+
+    Stan writes such recursions (ARMA errors, GARCH variances) as loops over time;
+    with a coefficient ``a`` that does not change over time, ``x_t = sum_j a^j b_(t-j)``
+    is reached in ``ceil(log2 T)`` doubling steps (Hillis & Steele 1986): after step
+    ``k``, ``x_t`` holds the terms ``j < 2^k``. Same numbers as the loop up to
+    rounding, with ``log2 T`` instead of ``T`` operations to trace and differentiate.
+
+    Parameters
+    ----------
+    a : torch.Tensor
+        Shape ``()`` or ``(..., 1)``: broadcasts against ``b``.
+    b : torch.Tensor
+        Shape ``(..., T)``.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape of ``a * b``.
+    """
+    x = b * torch.ones_like(a)
+    power, offset, T = a, 1, b.shape[-1]
+    while offset < T:
+        shifted = torch.cat([torch.zeros_like(x[..., :offset]), x[..., :-offset]], dim=-1)
+        x = x + power * shifted
+        power, offset = power * power, 2 * offset
+    return x

@@ -10,8 +10,8 @@ nu_t  = mu + phi y_{t-1} + theta err_{t-1},  err_t = y_t - nu_t     t = 2..200
 err_t ~ normal(0, sigma)
 ```
 
-The errors are a recursion in ``theta``; it runs as a loop over time, every
-step broadcasting over the particles.
+The errors are a linear recursion in ``theta``, evaluated by a parallel scan
+(``models._stan.linear_recurrence``: the loop's numbers in log2 T steps).
 """
 
 import pyro
@@ -20,6 +20,7 @@ import torch
 
 from models import ModelSpec
 from models._posteriordb import load_data, load_reference_draws
+from models._stan import linear_recurrence
 
 POSTERIOR = "arma-arma11"
 
@@ -30,15 +31,11 @@ def model(y):
     phi = pyro.sample("phi", dist.Normal(zero, 2.0))
     theta = pyro.sample("theta", dist.Normal(zero, 2.0))
     sigma = pyro.sample("sigma", dist.HalfCauchy(torch.tensor(2.5, dtype=y.dtype)))
-    # Parameters broadcast against the time axis (the last one); slices of width 1 keep
-    # the particle dimensions lined up in the recursion.
+    # Parameters broadcast against the time axis (the last one).
     y_lag = torch.cat([torch.zeros_like(y[:1]), y[:-1]])
     shock = y - (mu + phi * y_lag)                      # y_t - mu - phi y_{t-1}; t = 1 needs - phi mu
     shock = torch.cat([shock[..., :1] - phi * mu, shock[..., 1:]], dim=-1)
-    err = [shock[..., :1]]
-    for t in range(1, y.shape[-1]):
-        err.append(shock[..., t : t + 1] - theta * err[-1])
-    err = torch.cat(err, dim=-1)
+    err = linear_recurrence(-theta, shock)              # err_t = shock_t - theta err_{t-1}
     with pyro.plate("time", y.shape[-1]):
         pyro.sample("err", dist.Normal(zero, sigma), obs=err)
 

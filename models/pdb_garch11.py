@@ -11,6 +11,8 @@ sigma_t = sqrt(alpha0 + alpha1 (y_{t-1} - mu)^2 + beta1 sigma_{t-1}^2)     t = 2
 y_t     ~ normal(mu, sigma_t)
 ```
 
+The variance recursion is linear in ``sigma_t^2`` with the constant coefficient
+``beta1``: a parallel scan (``models._stan.linear_recurrence``) evaluates it.
 Stan's ``real<lower=0, upper=(1 - alpha1)> beta1`` has a bound that depends on
 another parameter; the study's flat coordinates need fixed supports, so the
 model samples the share ``beta1_share = beta1 / (1 - alpha1)`` in (0, 1) and adds
@@ -26,7 +28,7 @@ from torch.distributions import constraints
 
 from models import ModelSpec
 from models._posteriordb import load_data, load_reference_draws
-from models._stan import flat
+from models._stan import flat, linear_recurrence
 
 POSTERIOR = "garch-garch11"
 
@@ -38,11 +40,10 @@ def model(y, sigma1):
     beta1_share = pyro.sample("beta1_share", flat(constraints.unit_interval))
     pyro.factor("beta1_jacobian", torch.log1p(-alpha1))
     beta1 = (1 - alpha1) * beta1_share
-    # Slices of width 1 along time keep the particle dimensions lined up in the recursion.
-    variance = [torch.ones_like(y[:1]) * sigma1**2 + 0 * mu]
-    for t in range(1, y.shape[-1]):
-        variance.append(alpha0 + alpha1 * (y[t - 1 : t] - mu) ** 2 + beta1 * variance[-1])
-    sigma = torch.cat(variance, dim=-1).sqrt()
+    # sigma_t^2 = beta1 sigma_{t-1}^2 + (alpha0 + alpha1 (y_{t-1} - mu)^2): linear in sigma^2.
+    drive = alpha0 + alpha1 * (y[:-1] - mu) ** 2                           # t = 2..T
+    drive = torch.cat([torch.ones_like(drive[..., :1]) * sigma1**2, drive], dim=-1)
+    sigma = linear_recurrence(beta1, drive).sqrt()
     with pyro.plate("time", y.shape[-1]):
         pyro.sample("y", dist.Normal(mu, sigma), obs=y)
 

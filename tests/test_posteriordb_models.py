@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 import time
 import warnings
 
@@ -33,6 +34,7 @@ from conftest import make_run, needs_posteriordb
 
 POSTERIORDB_MODELS = sorted(name for name, spec in builtin_models().items() if spec.posteriordb)
 N_CHECK_DRAWS = 20
+USER_MODEL = Path(__file__).resolve().parent / "fixture_models" / "posteriordb_user_model.py"
 
 
 def _every_kth(values: dict[str, torch.Tensor], count: int) -> dict[str, torch.Tensor]:
@@ -236,3 +238,32 @@ def test_lotka_volterra_rk4_matches_a_tight_reference_solver():
         assert error < 1e-5, (draw, error)
         worst = max(worst, error)
     print(f"largest log-population error of RK4: {worst:.2e}")
+
+
+def _contract_example() -> str:
+    text = (Path(__file__).resolve().parents[1] / "models" / "model_contract.md").read_text()
+    section = text[text.index("## posteriordb posteriors"):]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start : section.index("```\n", start)]
+
+
+def test_the_documented_user_model_is_the_tested_file():
+    assert _contract_example() == USER_MODEL.read_text()
+
+
+@needs_posteriordb
+def test_a_user_model_file_reads_a_clone_through_the_same_helpers():
+    # The documented user model translates earnings-logearn_height exactly like the built-in
+    # one; read through the clone, its gold-draw reference is the built-in's shipped summary.
+    from models import load_model_file
+    from study.context import ModelRun
+    from study.reference import fit_gold_draws
+    from study.settings import Settings
+
+    spec = load_model_file(USER_MODEL)
+    run = ModelRun.create(spec, Settings.make())
+    reference = fit_gold_draws(run)
+    shipped = load_reference_summary("earnings-logearn_height")
+    assert reference.param_names == shipped.param_names
+    np.testing.assert_allclose(reference.mean, shipped.mean, rtol=1e-12)
+    np.testing.assert_allclose(reference.sd, shipped.sd, rtol=1e-12)
