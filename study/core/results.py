@@ -1,7 +1,7 @@
 """Plain data passed between the stages of the study.
 
 A ``Fit`` is everything one method says about one model, in flat
-unconstrained coordinates (see ``study.joint``). The tables, the ArviZ files
+unconstrained coordinates (see ``study.core.joint``). The tables, the ArviZ files
 and the report are functions of fits, never of live Pyro objects.
 """
 
@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from study.core.settings import Settings
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 # A fit that ran and is kept, but whose numbers a diagnostic calls into doubt
@@ -84,3 +86,23 @@ class ModelResult:
     def reference(self) -> Fit | None:
         fit = self.fits.get("reference")
         return fit if fit is not None and fit.ok else None
+
+
+@dataclass
+class StudyResult:
+    """Everything a study run produced; the outputs are functions of it."""
+
+    models: list[ModelResult]
+    settings: Settings
+    methods: list[str]
+    wall_seconds: float
+    versions: dict[str, str] = field(default_factory=dict)
+    command: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """No model or fit failed or was flagged."""
+        return all(
+            m.status != FAILED and all(f.status not in (FAILED, FLAGGED) for f in m.fits.values())
+            for m in self.models
+        )

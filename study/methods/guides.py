@@ -47,12 +47,12 @@ from pyro.infer import SVI
 from pyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoMultivariateNormal
 from torch.distributions import biject_to, transform_to
 
-from .context import ModelRun
-from .draws import gaussian_draws
-from .laplace import map_and_hessian
-from .optim import ScaledLocAdam
-from .results import Fit
-from .svi import CheckedJitELBO, run_and_average, start_point
+from study.core.context import ModelRun
+from study.core.draws import gaussian_draws
+from study.methods.laplace import map_and_hessian
+from study.methods.optim import ScaledLocAdam
+from study.core.results import Fit
+from study.methods.svi import CheckedJitELBO, run_and_average, start_point
 
 
 
@@ -210,7 +210,7 @@ def fit_guide(run: ModelRun, method: str, init: str = "laplace") -> Fit:
     ``init_scale`` when there is no positive-definite Laplace covariance), ``"scale"`` at
     ``init_scale`` times the identity.
     """
-    from .laplace import MapNotFound, NotPositiveDefinite, laplace_covariance
+    from study.methods.laplace import MapNotFound, NotPositiveDefinite, laplace_covariance
 
     s = run.settings
     guide_class = GUIDES[method]

@@ -34,11 +34,11 @@ from pyro.infer.autoguide import AutoNormal
 from pyro.infer.autoguide.initialization import init_to_value
 from tqdm.auto import tqdm
 
-from .context import ModelRun
-from .laplace import MapNotFound, map_and_hessian
-from .optim import ScaledLocAdam
-from .draws import diagonal_gaussian_draws
-from .results import Fit
+from study.core.context import ModelRun
+from study.methods.laplace import MapNotFound, map_and_hessian
+from study.methods.optim import ScaledLocAdam
+from study.core.draws import diagonal_gaussian_draws
+from study.core.results import Fit
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -395,7 +395,7 @@ def meanfield_seed(run: ModelRun, k: int) -> int:
 def seed_standard_errors(values: np.ndarray) -> dict:
     """Monte Carlo error of a per-parameter mean over ``K`` seeds, values of shape ``(K, d)``.
 
-    The optimiser steps ``mu`` and ``log sigma`` in units of sigma (``study.optim``), so the
+    The optimiser steps ``mu`` and ``log sigma`` in units of sigma (``study.methods.optim``), so the
     seed-to-seed noise of sigma is relative and about the same for every parameter: the
     relative spread is pooled over parameters (``d (K - 1)`` degrees of freedom, where a
     per-parameter estimate from 3 seeds has 2). Both are returned.
@@ -424,10 +424,10 @@ def fit_svi_meanfield(run: ModelRun) -> Fit:
 
     ``svi_seeds`` independent runs; ``mean``/``sd`` are their averages, ``info`` holds the
     per-seed values, the standard error of ``sd`` and the fixed-point residual
-    ``sigma_i^2 E_q[H_ii] - 1`` (``study.fixed_point``) at the averaged ``q``.
+    ``sigma_i^2 E_q[H_ii] - 1`` (``study.checks.fixed_point``) at the averaged ``q``.
     """
-    from .fixed_point import diagnose, expected_curvature, fixed_point_residual
-    from .runner import one_line
+    from study.checks.fixed_point import diagnose, expected_curvature, fixed_point_residual
+    from study.core.errors import one_line
 
     s = run.settings
     K = max(1, s.svi_seeds)

@@ -15,8 +15,8 @@ import warnings
 
 import numpy as np
 
-from .results import ModelResult
-from .runner import StudyResult
+from study.core.results import ModelResult
+from study.core.results import StudyResult
 
 SVI = "svi_meanfield"
 COMPARISONS = {

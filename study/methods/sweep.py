@@ -23,10 +23,10 @@ import numpy as np
 import pyro.poutine as poutine
 import torch
 
-from .context import ModelRun
-from .laplace import laplace_covariance, map_and_hessian
-from .results import Fit
-from .svi import optimise
+from study.core.context import ModelRun
+from study.methods.laplace import laplace_covariance, map_and_hessian
+from study.core.results import Fit
+from study.methods.svi import optimise
 
 METHODS = ("svi_meanfield", "laplace_diag", "laplace_full")
 

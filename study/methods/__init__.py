@@ -10,14 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .context import ModelRun
-from .laplace import fit_laplace_diag, fit_laplace_full
-from .laplace_torch import applicability as laplace_torch_applicability
-from .laplace_torch import fit_laplace_torch_diag, fit_laplace_torch_full
-from .reference import fit_reference
-from .results import Fit
-from .svi import fit_expected_loss, fit_svi_meanfield
-from . import ablation, guides, lrvb, sweep
+from study.core.context import ModelRun
+from study.methods.laplace import fit_laplace_diag, fit_laplace_full
+from study.methods.laplace_torch import applicability as laplace_torch_applicability
+from study.methods.laplace_torch import fit_laplace_torch_diag, fit_laplace_torch_full
+from study.methods.reference import fit_reference
+from study.core.results import Fit
+from study.methods.svi import fit_expected_loss, fit_svi_meanfield
+from study.methods import ablation
+from study.methods import guides
+from study.methods import lrvb
+from study.methods import sweep
 
 
 def _always(run: ModelRun) -> str | None:

@@ -32,9 +32,9 @@ import time
 
 import numpy as np
 
-from .context import ModelRun
-from .results import Fit
-from .svi import SVIRun, _log_sigma_slope, optimise
+from study.core.context import ModelRun
+from study.core.results import Fit
+from study.methods.svi import SVIRun, _log_sigma_slope, optimise
 
 ARMS = {
     "full": ("full ELBO (prior + entropy)", True, True),

@@ -7,9 +7,9 @@ from typing import Any
 
 from models import ModelSpec
 
-from .joint import FlatJoint, init_to_unconstrained_zero
-from .results import Fit
-from .settings import Settings
+from study.core.joint import FlatJoint, init_to_unconstrained_zero
+from study.core.results import Fit
+from study.core.settings import Settings
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The report: the answer first, then one section per model, then the run. A function of the results only.
 
-``build`` assembles blocks (``study.document``) that render to Markdown and to one
+``build`` assembles blocks (``study.report.document``) that render to Markdown and to one
 self-contained HTML page. More content plugs in through two lists of
 contributors, called in order:
 
@@ -18,15 +18,15 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from .answer import QUESTION, answer_paragraph, fmt, percent, ratio_cell
-from .document import (
+from study.report.answer import QUESTION, answer_paragraph, fmt, percent, ratio_cell
+from study.report.document import (
     Bullets, Code, Details, Heading, Image, Paragraph, Section, Table, slug, to_html, to_markdown,
 )
-from .idata import summary as az_summary
-from .methods import METHODS
-from .results import OK, ModelResult
-from .runner import StudyResult
-from .summary import BAND, MAX_R_HAT, MIN_ESS_BULK, SVI, sd_ratios
+from study.report.idata import summary as az_summary
+from study.methods import METHODS
+from study.core.results import OK, ModelResult
+from study.core.results import StudyResult
+from study.report.summary import BAND, MAX_R_HAT, MIN_ESS_BULK, SVI, sd_ratios
 
 TITLE = "Is the mean-field σ a proxy for the Hessian diagonal?"
 UNTRUSTED_MARK = "†"
@@ -348,7 +348,7 @@ def build(study: StudyResult, answer: dict, figures: dict[str, list[Image]] | No
         Where the analysis figures (fixed point, KL ablation, guides, data size) are written;
         without it those blocks are left out.
     """
-    from . import analysis_report
+    from study.report import analysis_report
 
     figures = figures or {}
     blocks: list = [Heading(1, TITLE)]

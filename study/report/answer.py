@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from .summary import BAND
+from study.report.summary import BAND
 
 # A model "follows" a comparison when at least this share of its parameters lie
 # within a factor BAND of the compared sd.

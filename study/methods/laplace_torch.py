@@ -1,7 +1,7 @@
 """laplace-torch's Laplace approximations of the same posterior, as an independent check.
 
 ``Laplace(module, likelihood, subset_of_weights="all", hessian_structure=...)``
-is fitted at the MAP found by ``study.laplace`` (loaded into the model's
+is fitted at the MAP found by ``study.methods.laplace`` (loaded into the model's
 ``torch.nn.Module`` twin), with the prior precision and observation noise of the
 Pyro model. For a GLM its generalised Gauss-Newton matrix is the exact Hessian,
 so ``laplace_torch_full``/``_diag`` must equal ``laplace_full``/``_diag``; for a
@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from .context import ModelRun
-from .joint import transform_label
-from .laplace import map_and_hessian
-from .results import Fit
-from .draws import diagonal_gaussian_draws, gaussian_draws
+from study.core.context import ModelRun
+from study.core.joint import transform_label
+from study.methods.laplace import map_and_hessian
+from study.core.results import Fit
+from study.core.draws import diagonal_gaussian_draws, gaussian_draws
 
 
 class NotApplicable(ValueError):

@@ -2,7 +2,7 @@
 
 ``answer_blocks(study, answer, fig_dir)`` goes into the answer section,
 ``model_blocks(model, fig_dir)`` into each model's section. Both return
-``study.document`` blocks, write their figures into ``fig_dir`` and are
+``study.report.document`` blocks, write their figures into ``fig_dir`` and are
 functions of the results only.
 """
 
@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import analysis_figures as figures
-from .answer import fmt, ratio_cell, with_se
-from .document import Bullets, Heading, Paragraph, Table
-from .fixed_point import Z_LIMIT
-from .results import OK, ModelResult
-from .summary import SVI, ratio_standard_error, sd_ratios
+from study.report import analysis_figures as figures
+from study.report.answer import fmt, ratio_cell, with_se
+from study.report.document import Bullets, Heading, Paragraph, Table
+from study.checks.fixed_point import Z_LIMIT
+from study.core.results import OK, ModelResult
+from study.report.summary import SVI, ratio_standard_error, sd_ratios
 
 RATIO_COLUMNS = {
     "svi_over_reference": "σ_SVI",

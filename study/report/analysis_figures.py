@@ -16,8 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .document import Image, slug  # noqa: E402
-from .results import ModelResult  # noqa: E402
+from study.report.document import Image, slug  # noqa: E402
+from study.core.results import ModelResult  # noqa: E402
 
 DPI = 110
 ARM_STYLE = {
@@ -42,7 +42,7 @@ SWEEP_STYLE = {
 
 def _save(fig, path: Path) -> Path:
     """Save atomically (temporary file, then rename) and close the figure."""
-    from .outputs import atomic_path
+    from study.core.files import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})

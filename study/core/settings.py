@@ -21,7 +21,7 @@ class Settings:
     lr_start, lr_end : float
         Adam learning rate decays geometrically from ``lr_start`` to ``lr_end``
         over the run (the per-step decay is derived from the run length). The
-        guide means step in units of their current sigma (``study.optim``).
+        guide means step in units of their current sigma (``study.methods.optim``).
     average_fraction : float
         The reported mean-field ``(mu, sigma)`` is the average of the iterates over
         this last fraction of the run (Polyak-Ruppert averaging), not a noisy

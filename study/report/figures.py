@@ -21,12 +21,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .answer import fmt  # noqa: E402
-from .document import Image, slug  # noqa: E402
-from .methods import METHODS  # noqa: E402
-from .results import OK, ModelResult  # noqa: E402
-from .runner import StudyResult  # noqa: E402
-from .summary import BAND, SVI, sd_ratios  # noqa: E402
+from study.report.answer import fmt  # noqa: E402
+from study.report.document import Image, slug  # noqa: E402
+from study.methods import METHODS  # noqa: E402
+from study.core.results import OK, ModelResult  # noqa: E402
+from study.core.results import StudyResult  # noqa: E402
+from study.report.summary import BAND, SVI, sd_ratios  # noqa: E402
 
 DPI = 100
 # Up to this many parameters the collapse curve draws one line per parameter;
@@ -71,7 +71,7 @@ def robust_limits(values: list[np.ndarray], skip: float = 0.05) -> tuple[float, 
 
 def save(fig, path: Path) -> Path:
     """Save atomically (temporary file, then rename) and close the figure."""
-    from .outputs import atomic_path
+    from study.core.files import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=DPI, bbox_inches="tight",
@@ -177,7 +177,7 @@ def sigma_vs_curvature(model: ModelResult, answer_for_model: dict, fig_dir: Path
     fixed = svi.info.get("fixed_point") or {}
     expected = np.asarray(fixed.get("expected_hessian") or [], dtype=float)
     if expected.shape == y.shape and np.all(expected > 0):
-        # The fixed-point check (study.fixed_point): sigma_i^-2 = E_q[H_ii] puts these on y = x.
+        # The fixed-point check (study.checks.fixed_point): sigma_i^-2 = E_q[H_ii] puts these on y = x.
         x = 1.0 / np.sqrt(expected)
         ax.scatter(x, y, s=22, marker="D", color="C3", alpha=0.9, zorder=4,
                    label=r"$1/\sqrt{E_q[H_{ii}]}$ (fixed point)")

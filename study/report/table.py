@@ -6,8 +6,8 @@ import csv
 import io
 import math
 
-from .results import OK, ModelResult
-from .runner import StudyResult
+from study.core.results import OK, ModelResult
+from study.core.results import StudyResult
 
 COLUMNS = ("model", "parameter", "method", "mean", "sd", "ref_mean", "ref_sd", "sd_ratio", "status", "reason")
 

@@ -1,18 +1,10 @@
-"""Files that survive interruption, and a cache of finished fits.
+"""A cache of finished fits.
 
-Every output file and every cache entry is written to a temporary file in its
-folder and renamed into place (``os.replace`` is atomic on POSIX): a reader,
-or a rerun after Ctrl-C or ``kill -9``, finds the whole file or none of it. A
-temporary file a killed process left behind carries that process's id in its
-name; the next run removes it (``remove_stale_temporaries``).
-
-The fit cache
--------------
 ``<out>/cache/<model>/<method>-<key>.pkl`` holds one finished ``Fit``. The key
 is a SHA-256 over everything that determines the fit, so a cached fit is the
 fit the same command would compute now, to the byte:
 
-* the source of the study's code (``study/*.py``) and of the model package
+* the source of the study's code (``study/**/*.py``) and of the model package
   (``models/*.py``: the built-in models, their helpers and the contract),
   plus the model file itself when it comes from ``--model``;
 * the data (each tensor's name, dtype, shape and bytes) and, for a model that
@@ -34,102 +26,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import platform
 import re
-import tempfile
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from .results import Fit
+from study.core.files import write_bytes
+from study.core.results import Fit
 
 CACHE_FORMAT = 1
-TEMP_SUFFIX = ".tmp"
-_PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-# ".<final name>.<pid>.<random>.tmp", as written by atomic_path.
-_TEMP_NAME = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
-
-
-# -- atomic files --------------------------------------------------------------------------
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextmanager
-def atomic_path(path: Path):
-    """Yield a temporary path next to ``path``; on success, rename it onto ``path``.
-
-    The temporary file is flushed to disk before the rename and gets the
-    permissions an ordinary new file would get. On any exception (Ctrl-C
-    included) it is removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    """Write ``path`` whole or not at all."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
-def is_temporary(path: Path) -> bool:
-    """Whether ``path`` is a temporary file of ``atomic_path`` (not a finished file)."""
-    return _TEMP_NAME.match(Path(path).name) is not None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Remove temporary files under ``folder`` whose writing process no longer runs.
-
-    Returns the removed paths. Files of live processes (a run writing into the
-    same folder right now) are left alone.
-    """
-    folder = Path(folder)
-    removed = []
-    if not folder.is_dir():
-        return removed
-    for path in folder.rglob(f"*{TEMP_SUFFIX}"):
-        match = _TEMP_NAME.match(path.name)
-        if match is None or not path.is_file():
-            continue
-        pid = int(match.group(1))
-        if pid != os.getpid() and not _alive(pid):
-            try:
-                path.unlink()
-                removed.append(path)
-            except FileNotFoundError:  # another run cleaned it first
-                pass
-    return removed
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 # -- the key -------------------------------------------------------------------------------
@@ -147,7 +57,7 @@ def _hash_files(paths) -> str:
 @lru_cache(maxsize=None)
 def code_hash() -> str:
     """SHA-256 of the study's and the model package's source files."""
-    files = sorted((_PACKAGE_ROOT / "study").glob("*.py")) + sorted((_PACKAGE_ROOT / "models").glob("*.py"))
+    files = sorted((_PACKAGE_ROOT / "study").rglob("*.py")) + sorted((_PACKAGE_ROOT / "models").glob("*.py"))
     return _hash_files(files)
 
 

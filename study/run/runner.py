@@ -9,7 +9,7 @@ method runs; a model whose data or log joint cannot be built is ``failed`` as a
 whole and the next model runs. A fit that finishes but fails a diagnostic
 (NUTS divergences above ``MAX_DIVERGENT_FRACTION``) keeps its numbers and is
 marked ``flagged``. With a cache folder, every finished fit is stored as soon
-as it finishes and reused by a rerun (``study.cache``).
+as it finishes and reused by a rerun (``study.run.cache``).
 """
 
 from __future__ import annotations
@@ -30,13 +30,14 @@ import torch
 from models import ModelSpec, builtin_models, load_model_file
 from models._posteriordb import PosteriorDBUnavailable
 
-from .cache import FitCache, model_fingerprint
-from .context import ModelRun
-from .methods import METHODS
-from .reference import NUTS_KIND, reference_kind
-from .results import FAILED, FLAGGED, OK, SKIPPED, Fit, ModelResult
-from .settings import Settings
-from .shape_check import check_shapes
+from study.run.cache import FitCache, model_fingerprint
+from study.core.context import ModelRun
+from study.methods import METHODS
+from study.methods.reference import NUTS_KIND, reference_kind
+from study.core.errors import one_line
+from study.core.results import FAILED, FLAGGED, OK, SKIPPED, Fit, ModelResult, StudyResult
+from study.core.settings import Settings
+from study.checks.shape import check_shapes
 
 # A NUTS run with more divergent transitions than this fraction of its draws is
 # flagged: divergences mean the sampler missed regions of high curvature, so its
@@ -46,12 +47,6 @@ MAX_DIVERGENT_FRACTION = 0.01
 
 class BadData(TypeError):
     """``data()`` did not return a dict of tensors."""
-
-
-def one_line(error: BaseException) -> str:
-    """``Type: first line of the message``: how every failure is reported."""
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
 def resolve(source: str | ModelSpec) -> ModelSpec:
@@ -233,26 +228,6 @@ def _versions() -> tuple[tuple[str, str], ...]:
         ("laplace-torch", version("laplace-torch")),
         ("numpy", version("numpy")),
     )
-
-
-@dataclass
-class StudyResult:
-    """Everything a study run produced; the outputs are functions of it."""
-
-    models: list[ModelResult]
-    settings: Settings
-    methods: list[str]
-    wall_seconds: float
-    versions: dict[str, str] = field(default_factory=dict)
-    command: str = ""
-
-    @property
-    def ok(self) -> bool:
-        """No model or fit failed or was flagged."""
-        return all(
-            m.status != FAILED and all(f.status not in (FAILED, FLAGGED) for f in m.fits.values())
-            for m in self.models
-        )
 
 
 def run_study(

@@ -19,7 +19,7 @@ saw is not the log joint whose Hessian is taken here (a broadcasting slip, or a
 log density that is not twice differentiable, where ``E_q[H]`` misses the kinks).
 
 The same draws give the blocks of the ELBO's Hessian in ``(mu, log sigma)``
-that the linear-response covariance needs (``study.lrvb``), at no extra cost.
+that the linear-response covariance needs (``study.methods.lrvb``), at no extra cost.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .joint import FlatJoint
+from study.core.joint import FlatJoint
 
 # Residuals within this many standard errors of 0 count as "at the fixed point".
 Z_LIMIT = 3.0
@@ -59,7 +59,7 @@ class Curvature:
     blocks : np.ndarray
         Shape ``(groups, 2d, 2d)``: per group, the sum over its draws of the
         per-draw Hessian of ``-ELBO`` in ``eta = (mu, log sigma)`` (see
-        ``study.lrvb``); symmetric.
+        ``study.methods.lrvb``); symmetric.
     counts : np.ndarray
         Shape ``(groups,)``: draws per group.
     """

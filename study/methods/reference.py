@@ -22,10 +22,10 @@ import pyro
 import torch
 from pyro.infer import MCMC, NUTS
 
-from .context import ModelRun
-from .draws import gaussian_draws
-from .laplace import MapNotFound, NotPositiveDefinite, laplace_covariance, map_and_hessian
-from .results import Fit
+from study.core.context import ModelRun
+from study.core.draws import gaussian_draws
+from study.methods.laplace import MapNotFound, NotPositiveDefinite, laplace_covariance, map_and_hessian
+from study.core.results import Fit
 
 ANALYTIC, GOLD, NUTS_KIND = "analytic", "gold draws", "NUTS"
 

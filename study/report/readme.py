@@ -1,14 +1,14 @@
-"""Rewrite the README's answer from a study run: ``python -m study.readme`` (``make readme``).
+"""Rewrite the README's answer from a study run: ``python -m study.report.readme`` (``make readme``).
 
 Reads ``results.json`` of a default (not ``--quick``) run, recomputes the answer
-from its per-fit sds with ``study.summary`` (so the README and the report say the
+from its per-fit sds with ``study.report.summary`` (so the README and the report say the
 same thing), draws the across-models figure into ``docs/`` and replaces the block
 between ``START`` and ``END`` in ``README.md``. Nothing in the block is typed by
 hand.
 
 Usage::
 
-    python -m study.readme [--results reports/results.json] [--readme README.md] [--docs docs]
+    python -m study.report.readme [--results reports/results.json] [--readme README.md] [--docs docs]
 
 Exit codes: 0 written; 2 bad input (nothing written).
 """
@@ -53,9 +53,9 @@ def study_from_results(doc: dict):
 
     Enough for ``study.summary.study_answer`` and the across-models figure.
     """
-    from .results import Fit, ModelResult
-    from .runner import StudyResult
-    from .settings import Settings
+    from study.core.results import Fit, ModelResult
+    from study.core.results import StudyResult
+    from study.core.settings import Settings
 
     known = {f.name for f in fields(Settings)}
     settings = Settings(**{k: v for k, v in doc["settings"].items() if k in known})
@@ -82,9 +82,9 @@ def study_from_results(doc: dict):
 
 def answer_block(study, answer: dict, figure_link: str | None, figure_caption: str = "") -> str:
     """The README's answer block (Markdown, between the markers)."""
-    from .answer import QUESTION, answer_paragraph
-    from .document import to_markdown
-    from .report import answer_table, titles
+    from study.report.answer import QUESTION, answer_paragraph
+    from study.report.document import to_markdown
+    from study.report.build import answer_table, titles
 
     s = study.settings
     v = study.versions
@@ -128,9 +128,9 @@ def update(results: Path, readme: Path, docs: Path, allow_quick: bool = False) -
 
     Returns ``{"answer": dict, "figure": Path | None}``.
     """
-    from .figures import across_models
-    from .outputs import write_text
-    from .summary import study_answer
+    from study.report.figures import across_models
+    from study.report.write import write_text
+    from study.report.summary import study_answer
 
     doc = load_results(results)
     if doc["settings"].get("quick") and not allow_quick:
@@ -151,7 +151,7 @@ def update(results: Path, readme: Path, docs: Path, allow_quick: bool = False) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m study.readme", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m study.report.readme", description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=Path, default=Path("reports/results.json"),
                         help="a default study's results.json (default reports/results.json)")
     parser.add_argument("--readme", type=Path, default=Path("README.md"), help="the README to update")

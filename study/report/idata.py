@@ -7,7 +7,7 @@ import warnings
 import arviz as az
 import pandas as pd
 
-from .results import Fit, ModelResult
+from study.core.results import Fit, ModelResult
 
 
 def to_inference_data(model: ModelResult, fit: Fit) -> az.InferenceData:

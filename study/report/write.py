@@ -1,7 +1,7 @@
 """Write a study's outputs: every file appears whole or not at all.
 
 Each file is written to a temporary name in its folder and renamed into place
-(``study.cache.atomic_path``; ``os.replace`` is atomic on POSIX), so an
+(``study.core.files.atomic_path``; ``os.replace`` is atomic on POSIX), so an
 interrupted run never leaves a half-written ``report.html``, ``comparison.csv``,
 ``results.json``, figure or ArviZ file. The report is written last.
 """
@@ -14,16 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import atomic_path  # noqa: F401  (figures save through it too)
-from .idata import to_inference_data
-from .runner import StudyResult
-from .summary import study_answer
-from .table import comparison_rows, to_csv
-
-
-def write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+from study.core.files import atomic_path, write_text
+from study.report.idata import to_inference_data
+from study.core.results import StudyResult
+from study.report.summary import study_answer
+from study.report.table import comparison_rows, to_csv
 
 
 def _jsonable(value):
@@ -91,8 +86,8 @@ def write_idata(study: StudyResult, out_dir: Path) -> list[Path]:
 
 def write_all(study: StudyResult, out_dir: Path) -> dict[str, Path]:
     """Write the CSV, the JSON, the ArviZ files, the figures and the report into ``out_dir``."""
-    from . import figures as figures_module
-    from .report import render
+    from study.report import figures as figures_module
+    from study.report.build import render
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

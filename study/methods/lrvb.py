@@ -10,7 +10,7 @@ objective,
     Sigma_LR = [(-grad^2_eta ELBO)^-1]_{mu mu}    at the optimum.
 
 The ELBO's Hessian is taken with fixed draws (common random numbers) from the
-converged ``q``: the draws of the fixed-point check (``study.fixed_point``),
+converged ``q``: the draws of the fixed-point check (``study.checks.fixed_point``),
 which are antithetic (``eps`` and ``-eps``). For a Gaussian target ``H`` is
 constant, so the ``mu``-``log sigma`` block ``E[H diag(sigma eps)]`` is
 ``H diag(sigma mean(eps)) = 0`` exactly and ``Sigma_LR = H^-1``, the exact
@@ -23,10 +23,10 @@ import time
 
 import numpy as np
 
-from .context import ModelRun
-from .draws import gaussian_draws
-from .fixed_point import Curvature, expected_curvature
-from .results import Fit
+from study.core.context import ModelRun
+from study.core.draws import gaussian_draws
+from study.checks.fixed_point import Curvature, expected_curvature
+from study.core.results import Fit
 
 
 class NotPositiveDefinite(ArithmeticError):
@@ -106,7 +106,7 @@ def applicability(run: ModelRun) -> str | None:
 
 def meanfield_curvature(run: ModelRun) -> tuple[Fit, Curvature, bool]:
     """The mean-field fit and its curvature draws: reused from ``svi_meanfield`` when it ran."""
-    from .svi import fit_svi_meanfield
+    from study.methods.svi import fit_svi_meanfield
 
     fit = run.fits.get("svi_meanfield")
     reused = fit is not None and fit.ok

@@ -1,7 +1,7 @@
 """Laplace approximations from the exact autodiff Hessian at the MAP.
 
 ``H`` is the Hessian of ``U(z) = -log p(z, y)`` in the unconstrained
-coordinates of ``study.joint`` (log-Jacobian included: the target of Pyro's
+coordinates of ``study.core.joint`` (log-Jacobian included: the target of Pyro's
 ``AutoLaplaceApproximation``), at the mode ``z*``:
 
 * ``laplace_full``: ``N(z*, H^-1)``; marginal sd ``sqrt((H^-1)_ii)``.
@@ -20,9 +20,9 @@ import time
 import numpy as np
 import torch
 
-from .context import ModelRun
-from .draws import diagonal_gaussian_draws, gaussian_draws
-from .results import Fit
+from study.core.context import ModelRun
+from study.core.draws import diagonal_gaussian_draws, gaussian_draws
+from study.core.results import Fit
 
 
 class NotPositiveDefinite(ArithmeticError):

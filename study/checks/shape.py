@@ -20,7 +20,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import site_is_subsample
 
-from .joint import FlatJoint, ShapeMismatchError
+from study.core.joint import FlatJoint, ShapeMismatchError
 
 # Sites whose per-particle log densities differ by more than this (relative to the
 # log density's size) disagree; float64 round-off of sums over thousands of terms is ~1e-13.
