@@ -16,7 +16,7 @@ import pytest
 from report_data import synthetic_study
 
 from study.report.write import write_all
-from study.report.build import model_anchor
+from study.report.topics.overview import model_anchor
 
 pytestmark = pytest.mark.browser
 

@@ -14,7 +14,8 @@ from study.report import readme as readme_module
 from study.report.answer import answer_paragraph, fmt, percent
 from study.report.document import inline_html
 from study.report.write import results_document, write_all
-from study.report.build import build, model_anchor
+from study.report.build import build
+from study.report.topics.overview import model_anchor
 from study.report.summary import BAND, MAX_R_HAT, MIN_ESS_BULK, study_answer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,96 +18,38 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from study.report.answer import QUESTION, answer_paragraph, fmt, percent, ratio_cell
+from study.report.answer import QUESTION, fmt, percent
 from study.report.document import (
-    Bullets, Code, Details, Heading, Image, Paragraph, Section, Table, slug, to_html, to_markdown,
+    Bullets, Code, Details, Heading, Image, Paragraph, Section, Table, to_html, to_markdown,
 )
 from study.report.idata import summary as az_summary
 from study.methods import METHODS
-from study.core.results import OK, ModelResult
-from study.core.results import StudyResult
-from study.report.summary import BAND, MAX_R_HAT, MIN_ESS_BULK, SVI, sd_ratios
+from study.core.results import OK, ModelResult, StudyResult
+from study.report.summary import BAND, SVI, sd_ratios
+from study.report.topics.ablation import ablation_answer, ablation_blocks
+from study.report.topics.collapse import collapse_curve
+from study.report.topics.curvature import sigma_vs_curvature
+from study.report.topics.fixed_point import fixed_point_answer, fixed_point_blocks
+from study.report.topics.guides import guides_blocks, recovery_answer
+from study.report.topics.intervals import method_intervals
+from study.report.topics.overview import UNTRUSTED_MARK, across_models, answer_blocks, model_anchor, untrusted
+from study.report.topics.sweep import sweep_answer, sweep_blocks
 
 TITLE = "Is the mean-field σ a proxy for the Hessian diagonal?"
-UNTRUSTED_MARK = "†"
 __all__ = ["TITLE", "QUESTION", "fmt", "build", "render", "ANSWER_BLOCKS", "MODEL_BLOCKS"]
 
 
-def model_anchor(name: str) -> str:
-    return f"model-{slug(name)}"
 
 
-def titles(study: StudyResult) -> dict[str, str]:
-    return {m.name: m.title for m in study.models}
 
 
-def untrusted(answer_for_model: dict | None) -> dict | None:
-    return (answer_for_model or {}).get("reference_untrusted")
 
 
 # -- the answer -----------------------------------------------------------------------------
 
 
-def answer_table(study_or_models, answer: dict, links: bool = True) -> Table:
-    """Per model: the medians of the answer's ratios (worst parameter in brackets).
-
-    ``study_or_models`` is a ``StudyResult`` or a list of ``(name, title, status, reason,
-    reference_kind)`` tuples (what ``results.json`` holds).
-    """
-    if isinstance(study_or_models, StudyResult):
-        models = [(m.name, m.title, m.status, m.reason, m.reference_kind) for m in study_or_models.models]
-    else:
-        models = list(study_or_models)
-    rows, any_untrusted = [], False
-    for name, title, status, reason, reference_kind in models:
-        a = answer["models"].get(name, {})
-        flag = untrusted(a) is not None
-        any_untrusted |= flag
-
-        def cell(key, marked=False):
-            entry = a.get(key)
-            if not entry:
-                return "–"
-            text = ratio_cell(entry)
-            return f"{text} {UNTRUSTED_MARK}" if marked and flag else text
-
-        label = f"[{title}](#{model_anchor(name)})" if links else title
-        if status != OK:
-            rows.append([label, "–", status, reason, "", "", ""])
-            continue
-        collapse = a.get("expected_loss", {})
-        fall = collapse.get("final_sigma_over_svi")
-        rows.append([
-            label,
-            (reference_kind or "–") + (f" (untrusted {UNTRUSTED_MARK})" if flag else ""),
-            cell("svi_over_laplace_diag"),
-            cell("svi_over_reference", marked=True),
-            cell("laplace_full_over_reference", marked=True),
-            fmt(fall["median"]) if fall else "–",
-            fmt(collapse.get("median_log_sigma_slope_per_1000_steps")),
-        ])
-    caption = ("Median over parameters ± its typical Monte Carlo SE (worst parameter ± SE in brackets: farthest "
-               "from 1). SE: the seed-to-seed error of σ_SVI and the reference's Monte Carlo error (ArviZ mcse of "
-               "the sd); exact Laplace and analytic sds have none. The last two columns: the expected-loss run's "
-               "final σ over the ELBO's σ, and its trend (a run that has not converged, so no SE).")
-    if any_untrusted:
-        caption += (f" {UNTRUSTED_MARK} Untrusted NUTS reference (largest R-hat above {MAX_R_HAT} or smallest "
-                    f"bulk ESS below {MIN_ESS_BULK}): shown, but left out of the pooled numbers.")
-    return Table(
-        columns=["model", "reference", "σ_SVI / 1/√Hᵢᵢ", "σ_SVI / ref sd", "√(H⁻¹)ᵢᵢ / ref sd",
-                 "expected-loss σ / σ_SVI", "log σ slope /1000 steps"],
-        rows=rows,
-        caption=caption,
-    )
 
 
-def answer_blocks(study: StudyResult, answer: dict, answer_figures: list[Image]) -> list:
-    """The answer section: question, paragraph, the across-models figure, the per-model table."""
-    blocks: list = [Heading(2, "The answer", anchor="answer"), Paragraph(f"*{QUESTION}*")]
-    blocks.append(Paragraph(answer_paragraph(answer, titles(study))))
-    blocks.extend(answer_figures)
-    blocks.append(answer_table(study, answer))
-    return blocks
 
 
 # -- one model ------------------------------------------------------------------------------
@@ -288,6 +230,63 @@ def model_section(model: ModelResult, figures: list[Image], answer_for_model: di
     return Section(model_anchor(model.name) + "-section", blocks)
 
 
+# -- figures and the detailed analyses ---------------------------------------------------------
+
+
+MODEL_FIGURES: list[Callable[[ModelResult, dict, Path], Image | list[Image] | None]] = [
+    collapse_curve,
+    sigma_vs_curvature,
+    method_intervals,
+]
+
+
+ANSWER_FIGURES: list[Callable[[StudyResult, dict, Path], Image | list[Image] | None]] = [across_models]
+
+
+def _images(result) -> list[Image]:
+    if result is None:
+        return []
+    return [result] if isinstance(result, Image) else [im for im in result if im is not None]
+
+
+def make_all(
+    study: StudyResult,
+    answer: dict,
+    fig_dir: Path,
+    model_figures: list[Callable] | None = None,
+    answer_figures: list[Callable] | None = None,
+) -> tuple[dict[str, list[Image]], list[Image]]:
+    """Every figure; returns per-model figures (by model name) and the across-models figures.
+
+    ``model_figures`` / ``answer_figures`` default to ``MODEL_FIGURES`` / ``ANSWER_FIGURES``.
+    """
+    fig_dir = Path(fig_dir)
+    per_model: dict[str, list[Image]] = {}
+    for model in study.models:
+        if model.status != OK:
+            continue
+        a = answer["models"].get(model.name, {})
+        per_model[model.name] = [im for make in (model_figures or MODEL_FIGURES) for im in _images(make(model, a, fig_dir))]
+    across = [im for make in (answer_figures or ANSWER_FIGURES) for im in _images(make(study, answer, fig_dir))]
+    return per_model, across
+
+
+def detail_answer_blocks(study, answer: dict, fig_dir: Path) -> list:
+    """Blocks for the answer section: fixed point, KL ablation, recovery of the marginal sd, data size."""
+    fig_dir = Path(fig_dir)
+    return (fixed_point_answer(study, answer) + ablation_answer(study, answer) + recovery_answer(study, answer)
+            + sweep_answer(study, answer, fig_dir))
+
+
+def detail_model_blocks(model: ModelResult, fig_dir: Path) -> list:
+    """Blocks for one model's section."""
+    if model.status != OK:
+        return []
+    fig_dir = Path(fig_dir)
+    return (fixed_point_blocks(model, fig_dir) + ablation_blocks(model, fig_dir) + guides_blocks(model, fig_dir)
+            + sweep_blocks(model, fig_dir))
+
+
 # -- the whole report -------------------------------------------------------------------------
 
 
@@ -337,9 +336,9 @@ def build(study: StudyResult, answer: dict, figures: dict[str, list[Image]] | No
     Parameters
     ----------
     study, answer : StudyResult, dict
-        The run and ``study.summary.study_answer(study)``.
+        The run and ``study.report.summary.study_answer(study)``.
     figures : dict, optional
-        Model name -> its figures (``study.figures.make_all``).
+        Model name -> its figures (``make_all``).
     answer_figures : list, optional
         Figures of the answer section.
     extra_answer_blocks, extra_model_blocks : list of callables, optional
@@ -348,13 +347,11 @@ def build(study: StudyResult, answer: dict, figures: dict[str, list[Image]] | No
         Where the analysis figures (fixed point, KL ablation, guides, data size) are written;
         without it those blocks are left out.
     """
-    from study.report import analysis_report
-
     figures = figures or {}
     blocks: list = [Heading(1, TITLE)]
     blocks.extend(answer_blocks(study, answer, answer_figures or []))
     if fig_dir is not None:
-        blocks.extend(analysis_report.answer_blocks(study, answer, fig_dir))
+        blocks.extend(detail_answer_blocks(study, answer, fig_dir))
     for contribute in ANSWER_BLOCKS + list(extra_answer_blocks or []):
         blocks.extend(contribute(study, answer) or [])
     blocks.append(Heading(3, "Methods"))
@@ -368,7 +365,7 @@ def build(study: StudyResult, answer: dict, figures: dict[str, list[Image]] | No
     )
     per_model = MODEL_BLOCKS + list(extra_model_blocks or [])
     if fig_dir is not None:
-        per_model = [lambda model, _answer: analysis_report.model_blocks(model, fig_dir)] + per_model
+        per_model = [lambda model, _answer: detail_model_blocks(model, fig_dir)] + per_model
     for model in study.models:
         blocks.append(model_section(model, figures.get(model.name, []), answer["models"].get(model.name, {}),
                                     per_model))

@@ -84,7 +84,7 @@ def answer_block(study, answer: dict, figure_link: str | None, figure_caption: s
     """The README's answer block (Markdown, between the markers)."""
     from study.report.answer import QUESTION, answer_paragraph
     from study.report.document import to_markdown
-    from study.report.build import answer_table, titles
+    from study.report.topics.overview import answer_table, titles
 
     s = study.settings
     v = study.versions
@@ -128,8 +128,8 @@ def update(results: Path, readme: Path, docs: Path, allow_quick: bool = False) -
 
     Returns ``{"answer": dict, "figure": Path | None}``.
     """
-    from study.report.figures import across_models
-    from study.report.write import write_text
+    from study.report.topics.overview import across_models
+    from study.core.files import write_text
     from study.report.summary import study_answer
 
     doc = load_results(results)

@@ -10,12 +10,11 @@ optimiser noise: its ratio's SE covers the reference only and says so.
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
 
-from study.core.results import ModelResult
+from study.core.results import OK, ModelResult
 from study.core.results import StudyResult
 
 SVI = "svi_meanfield"
@@ -247,3 +246,14 @@ def study_answer(study: StudyResult) -> dict:
     if untrusted:
         pooled["untrusted_references"] = sorted(untrusted)
     return {"models": per_model, "pooled": pooled}
+
+
+def usable_fit(model: ModelResult, method: str):
+    """The model's fit by ``method`` when it ran and is usable (ok or flagged), else None."""
+    fit = model.fits.get(method)
+    return fit if fit is not None and fit.ok else None
+
+
+def usable_models(study: StudyResult) -> list[ModelResult]:
+    """The models that ran (status ok)."""
+    return [m for m in study.models if m.status == OK]

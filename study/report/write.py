@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from study.core.files import atomic_path, write_text
-from study.report.idata import to_inference_data
 from study.core.results import StudyResult
+from study.report.build import make_all, render
+from study.report.idata import to_inference_data
 from study.report.summary import study_answer
 from study.report.table import comparison_rows, to_csv
 
@@ -86,16 +87,13 @@ def write_idata(study: StudyResult, out_dir: Path) -> list[Path]:
 
 def write_all(study: StudyResult, out_dir: Path) -> dict[str, Path]:
     """Write the CSV, the JSON, the ArviZ files, the figures and the report into ``out_dir``."""
-    from study.report import figures as figures_module
-    from study.report.build import render
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     answer = study_answer(study)
     write_text(out_dir / "comparison.csv", to_csv(comparison_rows(study)))
     write_text(out_dir / "results.json", json.dumps(results_document(study, answer), indent=1) + "\n")
     write_idata(study, out_dir)
-    model_figures, answer_figures = figures_module.make_all(study, answer, out_dir / "figures")
+    model_figures, answer_figures = make_all(study, answer, out_dir / "figures")
     markdown, page = render(study, answer, out_dir, model_figures, answer_figures)
     write_text(out_dir / "report.md", markdown)
     write_text(out_dir / "report.html", page)
