@@ -28,7 +28,7 @@ from scipy.stats import norm
 from models import builtin_models
 from models._posteriordb import load_reference_draws, load_reference_summary
 from models.posteriordb.regenerate import summarise
-from study.reference import fit_nuts
+from study.methods.reference import fit_nuts
 
 from conftest import make_run, needs_posteriordb
 
@@ -256,9 +256,9 @@ def test_a_user_model_file_reads_a_clone_through_the_same_helpers():
     # The documented user model translates earnings-logearn_height exactly like the built-in
     # one; read through the clone, its gold-draw reference is the built-in's shipped summary.
     from models import load_model_file
-    from study.context import ModelRun
-    from study.reference import fit_gold_draws
-    from study.settings import Settings
+    from study.core.context import ModelRun
+    from study.methods.reference import fit_gold_draws
+    from study.core.settings import Settings
 
     spec = load_model_file(USER_MODEL)
     run = ModelRun.create(spec, Settings.make())

@@ -12,7 +12,7 @@ import pyro
 
 from models._glm import posterior_precision
 from models.linear_correlated import NOISE_SCALE, PRIOR_SCALE
-from study.svi import PartialELBO, fit_expected_loss, fit_svi_meanfield
+from study.methods.svi import PartialELBO, fit_expected_loss, fit_svi_meanfield
 
 from conftest import make_run
 
@@ -109,7 +109,7 @@ def test_masked_trace_elbo_is_the_partial_elbo(name, prior, entropy):
     # The fits minimise Trace_ELBO on a masked model/guide pair (it JIT-compiles); it must be
     # exactly the explicit objective with the same terms, on the same draws. Eight schools has
     # a constrained site, so the Jacobian bookkeeping is exercised too.
-    from study.svi import masked_objective
+    from study.methods.svi import masked_objective
 
     run = make_run(name)
     pyro.clear_param_store()
