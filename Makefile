@@ -35,7 +35,7 @@ quick: $(STAMP)
 # there are none (after code changes: make study readme).
 readme: $(STAMP)
 	test -f reports/results.json || $(PY) -m study.compare --out reports
-	$(PY) -m study.readme --results reports/results.json --readme README.md --docs docs
+	$(PY) -m study.report.readme --results reports/results.json --readme README.md --docs docs
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(ARGS)

@@ -31,9 +31,10 @@ from pathlib import Path
 from models import ModelFileError, ModelSpec, builtin_models, load_model_file
 from models._posteriordb import ENV_VAR, PosteriorDBUnavailable, database_root
 
-from .methods import METHODS
-from .runner import BadData, check_data, one_line, run_study
-from .settings import Settings
+from study.methods import METHODS
+from study.core.errors import one_line
+from study.run.runner import BadData, check_data, run_study
+from study.core.settings import Settings
 
 
 DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))
@@ -112,7 +113,7 @@ def check_model_file(spec: ModelSpec, path: str) -> None:
     """
     import torch
 
-    from .joint import FlatJoint, ModelScopeError
+    from study.core.joint import FlatJoint, ModelScopeError
 
     torch.set_default_dtype(torch.float64)  # as in the runner
     try:
@@ -176,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods or list(METHODS)
     command = "python -m study.compare " + " ".join(shlex.quote(a) for a in argv)
     start = time.perf_counter()
-    from .cache import remove_stale_temporaries
-    from .outputs import write_all
+    from study.core.files import remove_stale_temporaries
+    from study.report.write import write_all
 
     remove_stale_temporaries(args.out)  # left by a run that was killed while writing
     cache_dir = None if args.no_cache else args.out / "cache"

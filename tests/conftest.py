@@ -14,8 +14,8 @@ torch.set_num_threads(1)
 
 from models import builtin_models  # noqa: E402
 from models._posteriordb import ENV_VAR  # noqa: E402
-from study.context import ModelRun  # noqa: E402
-from study.settings import Settings  # noqa: E402
+from study.core.context import ModelRun  # noqa: E402
+from study.core.settings import Settings  # noqa: E402
 
 HAVE_POSTERIORDB = bool(os.environ.get(ENV_VAR))
 needs_posteriordb = pytest.mark.skipif(

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from study.reference import sd_mcse
-from study.results import FAILED, OK, Fit, ModelResult
-from study.runner import StudyResult
-from study.settings import Settings
+from study.methods.reference import sd_mcse
+from study.core.results import FAILED, OK, Fit, ModelResult
+from study.core.results import StudyResult
+from study.core.settings import Settings
 
 TRUSTED_RATIO = 0.5  # σ_SVI / reference sd for every parameter of "gauss_ok"
 UNTRUSTED_RATIO = 0.1  # ... and of "nuts_bad", whose NUTS reference did not mix
@@ -20,7 +20,7 @@ UNTRUSTED_RATIO = 0.1  # ... and of "nuts_bad", whose NUTS reference did not mix
 
 def _fit(model, method, names, mean, sd, rng, info, trajectory=None, chains=2, draws=200):
     z = mean + sd * rng.standard_normal((chains, draws, len(names)))
-    if method == "reference" and info.get("kind") == "NUTS":  # as study.reference stores it
+    if method == "reference" and info.get("kind") == "NUTS":  # as study.methods.reference stores it
         info = {**info, "sd_se": sd_mcse(z)}
     return Fit(model=model, method=method, param_names=names, mean=mean, sd=sd, draws=z, info=info,
                trajectory=trajectory)

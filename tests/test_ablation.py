@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from study.ablation import ARMS, fit_kl_ablation
-from study.svi import fit_expected_loss, optimise
+from study.methods.ablation import ARMS, fit_kl_ablation
+from study.methods.svi import fit_expected_loss, optimise
 
 from conftest import make_run
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from report_data import synthetic_study
 
-from study.outputs import write_all
-from study.report import model_anchor
+from study.report.write import write_all
+from study.report.topics.overview import model_anchor
 
 pytestmark = pytest.mark.browser
 

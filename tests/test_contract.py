@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from models import GaussianPosterior, ModelSpec
-from study.joint import FlatJoint
-from study.laplace_torch import _flat_index
+from study.core.joint import FlatJoint
+from study.methods.laplace_torch import _flat_index
 
 from conftest import HAVE_POSTERIORDB, make_run
 

@@ -11,9 +11,9 @@ import pytest
 
 from models import load_model_file
 from study.compare import main
-from study.results import FAILED, FLAGGED, OK, Fit
-from study.runner import MAX_DIVERGENT_FRACTION, flags, run_model
-from study.settings import Settings
+from study.core.results import FAILED, FLAGGED, OK, Fit
+from study.run.runner import MAX_DIVERGENT_FRACTION, flags, run_model
+from study.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixture_models"

@@ -5,8 +5,8 @@ import pytest
 
 from models._glm import posterior_precision
 from models.linear_correlated import NOISE_SCALE, PRIOR_SCALE
-from study.fixed_point import Curvature, diagnose, expected_curvature, fixed_point_residual
-from study.svi import fit_svi_meanfield
+from study.checks.fixed_point import Curvature, diagnose, expected_curvature, fixed_point_residual
+from study.methods.svi import fit_svi_meanfield
 
 from conftest import make_run
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 from pyro.infer.autoguide.initialization import init_to_value
 
-from study.guides import (
+from study.methods.guides import (
     GUIDES, LayoutMismatch, _OneDrawLowRankNormal, check_layout, factor_analysis, fit_guide, guide_covariance,
     laplace_start,
 )
-from study.reference import fit_gold_draws
+from study.methods.reference import fit_gold_draws
 
 from conftest import make_run, needs_posteriordb
 

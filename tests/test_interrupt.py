@@ -13,13 +13,12 @@ import pytest
 import torch
 
 from models import builtin_models
-from study.cache import (
-    FitCache, atomic_path, is_temporary, model_fingerprint, remove_stale_temporaries, write_bytes,
-)
+from study.core.files import atomic_path, is_temporary, remove_stale_temporaries, write_bytes
+from study.run.cache import FitCache, model_fingerprint
 from study.compare import main
-from study.results import Fit
-from study.runner import versions
-from study.settings import Settings
+from study.core.results import Fit
+from study.run.runner import versions
+from study.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixture_models"

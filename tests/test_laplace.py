@@ -6,8 +6,8 @@ import torch
 
 from models._glm import posterior_precision
 from models.linear_correlated import NOISE_SCALE, PRIOR_SCALE
-from study.laplace import fit_laplace_diag, fit_laplace_full, map_and_hessian
-from study.laplace_torch import fit_laplace_torch_diag, fit_laplace_torch_full
+from study.methods.laplace import fit_laplace_diag, fit_laplace_full, map_and_hessian
+from study.methods.laplace_torch import fit_laplace_torch_diag, fit_laplace_torch_full
 
 from conftest import make_run
 

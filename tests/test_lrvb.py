@@ -6,9 +6,9 @@ import torch
 
 from models._glm import posterior_precision
 from models.linear_correlated import NOISE_SCALE, PRIOR_SCALE
-from study.fixed_point import antithetic_normals, expected_curvature
-from study.lrvb import fit_svi_meanfield_lr, linear_response_from_curvature
-from study.svi import fit_svi_meanfield
+from study.checks.fixed_point import antithetic_normals, expected_curvature
+from study.methods.lrvb import fit_svi_meanfield_lr, linear_response_from_curvature
+from study.methods.svi import fit_svi_meanfield
 
 from conftest import make_run
 
@@ -77,9 +77,9 @@ def test_linear_response_against_nuts_on_logistic_regression():
     # Not Gaussian, so not exact: the full run measured linear-response sd / NUTS sd within
     # 0.94-1.06 over the 31 coefficients. Allow 10% plus 3 SE of the ratio (NUTS's mcse of
     # the sd and the jackknife error of the linear response), and demand it beat mean-field.
-    from study.reference import fit_reference
-    from study.results import ModelResult
-    from study.summary import ratio_standard_error
+    from study.methods.reference import fit_reference
+    from study.core.results import ModelResult
+    from study.report.summary import ratio_standard_error
 
     run = make_run("logistic_breast_cancer")
     run.fits["svi_meanfield"] = fit_svi_meanfield(run)

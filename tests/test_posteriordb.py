@@ -4,8 +4,8 @@ import math
 
 import numpy as np
 
-from study.laplace import fit_laplace_full
-from study.reference import fit_gold_draws
+from study.methods.laplace import fit_laplace_full
+from study.methods.reference import fit_gold_draws
 
 from conftest import make_run, needs_posteriordb
 

@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models import GaussianPosterior, ModelSpec
-from study.results import OK
-from study.runner import run_model
-from study.settings import Settings
+from study.core.results import OK
+from study.run.runner import run_model
+from study.core.settings import Settings
 
 SETTINGS = Settings.make(quick=True, draws=10)  # draws only feed the ArviZ files
 

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from report_data import TRUSTED_RATIO, UNTRUSTED_RATIO, synthetic_study
 
-from study import readme as readme_module
-from study.answer import answer_paragraph, fmt, percent
-from study.document import inline_html
-from study.outputs import results_document, write_all
-from study.report import build, model_anchor
-from study.summary import BAND, MAX_R_HAT, MIN_ESS_BULK, study_answer
+from study.report import readme as readme_module
+from study.report.answer import answer_paragraph, fmt, percent
+from study.report.document import inline_html
+from study.report.write import results_document, write_all
+from study.report.build import build
+from study.report.topics.overview import model_anchor
+from study.report.summary import BAND, MAX_R_HAT, MIN_ESS_BULK, study_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 VOID = {"meta", "img", "br", "hr", "link", "input", "col", "source", "wbr"}
@@ -168,7 +169,7 @@ def test_every_number_in_the_answer_comes_from_results_json(results, page):
     allowed |= n_models | {str(len(results["answer"]["models"]))}
     # Thresholds of the study, from their constants (not results): BAND, FOLLOW_SHARE, the trust limits,
     # and the "per 1000 steps" unit.
-    from study.answer import FOLLOW_SHARE, MAX_DRIFT
+    from study.report.answer import FOLLOW_SHARE, MAX_DRIFT
 
     allowed |= {f"{round(100 * (BAND - 1))}%", f"{round(100 * (1 - 1 / BAND))}%", percent(FOLLOW_SHARE),
                 percent(MAX_DRIFT), str(MAX_R_HAT), str(MIN_ESS_BULK), "1000", "1", "0"}
@@ -235,7 +236,7 @@ def test_breaking_model_gets_its_reason_from_the_numbers():
 
 
 def test_report_takes_extra_blocks():
-    from study.document import Paragraph, to_markdown
+    from study.report.document import Paragraph, to_markdown
 
     study = synthetic_study()
     answer = study_answer(study)

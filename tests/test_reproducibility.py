@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from models import builtin_models
-from study.runner import run_model
-from study.settings import Settings
+from study.run.runner import run_model
+from study.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

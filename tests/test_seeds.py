@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from study.compare import main
-from study.results import Fit, ModelResult
-from study.summary import describe, model_answer, ratio_standard_error, sd_standard_error
-from study.svi import seed_standard_errors
+from study.core.results import Fit, ModelResult
+from study.report.summary import describe, model_answer, ratio_standard_error, sd_standard_error
+from study.methods.svi import seed_standard_errors
 
 
 def test_seed_standard_errors_pool_relative_spread():

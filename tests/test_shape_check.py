@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 
 from models import builtin_models, load_model_file
-from study.joint import FlatJoint, ShapeMismatchError
-from study.results import FAILED
-from study.runner import run_model
-from study.settings import Settings
-from study.shape_check import check_shapes
+from study.core.joint import FlatJoint, ShapeMismatchError
+from study.core.results import FAILED
+from study.run.runner import run_model
+from study.core.settings import Settings
+from study.checks.shape import check_shapes
 
 from conftest import HAVE_POSTERIORDB
 

@@ -12,7 +12,7 @@ import pyro
 
 from models._glm import posterior_precision
 from models.linear_correlated import NOISE_SCALE, PRIOR_SCALE
-from study.svi import PartialELBO, fit_expected_loss, fit_svi_meanfield
+from study.methods.svi import PartialELBO, fit_expected_loss, fit_svi_meanfield
 
 from conftest import make_run
 
@@ -110,7 +110,7 @@ def test_masked_trace_elbo_is_the_partial_elbo(name, prior, entropy):
     # exactly the explicit objective with the same terms, on the same draws. Eight schools has
     # a constrained site, so the Jacobian bookkeeping is exercised too.
     from conftest import HAVE_POSTERIORDB
-    from study.svi import masked_objective
+    from study.methods.svi import masked_objective
 
     if "schools" in name and not HAVE_POSTERIORDB:
         pytest.skip("no posteriordb database")

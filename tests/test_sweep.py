@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from study.sweep import fit_data_sweep, loglog_slopes, observation_count, sizes_for, subsample
+from study.methods.sweep import fit_data_sweep, loglog_slopes, observation_count, sizes_for, subsample
 
 from conftest import make_run
 

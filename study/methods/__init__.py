@@ -1,0 +1,68 @@
+"""The table of methods: a new method is one new entry here.
+
+Methods run in this order for each model. They share one MAP search (the
+Laplace methods use it, the SVI guides start their means there, NUTS is
+preconditioned by the Laplace covariance), computed once per model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from study.core.context import ModelRun
+from study.methods.laplace import fit_laplace_diag, fit_laplace_full
+from study.methods.laplace_torch import applicability as laplace_torch_applicability
+from study.methods.laplace_torch import fit_laplace_torch_diag, fit_laplace_torch_full
+from study.methods.reference import fit_reference
+from study.core.results import Fit
+from study.methods.svi import fit_expected_loss, fit_svi_meanfield
+from study.methods import ablation
+from study.methods import guides
+from study.methods import lrvb
+from study.methods import sweep
+
+
+def _always(run: ModelRun) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Method:
+    """One way of approximating a posterior.
+
+    Attributes
+    ----------
+    name : str
+        Identifier on the command line and in every table.
+    summary : str
+        One line for the report.
+    fit : callable
+        ``fit(run: ModelRun) -> Fit``.
+    applies : callable
+        ``applies(run) -> None`` or the reason the method does not apply.
+    """
+
+    name: str
+    summary: str
+    fit: Callable[[ModelRun], Fit]
+    applies: Callable[[ModelRun], str | None] = _always
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("svi_meanfield", "mean-field AutoNormal, full ELBO (Trace_ELBO), iterate-averaged", fit_svi_meanfield),
+        Method("svi_meanfield_lr", "linear-response covariance of the mean-field fit (Giordano, Broderick & Jordan 2018)", lrvb.fit_svi_meanfield_lr, lrvb.applicability),
+        Method("svi_lowrank", "AutoLowRankMultivariateNormal (rank round(sqrt(d))), full ELBO, iterate-averaged", guides.fit_svi_lowrank),
+        Method("svi_fullrank", "AutoMultivariateNormal (dense Cholesky factor), full ELBO, iterate-averaged", guides.fit_svi_fullrank),
+        Method("expected_loss", "same guide, expected negative log-likelihood only (no prior, no entropy)", fit_expected_loss),
+        Method("kl_ablation", "2x2 ablation of the KL terms (prior, entropy) at a constant learning rate; sd: the full arm", ablation.fit_kl_ablation, ablation.applicability),
+        Method("laplace_full", "exact Hessian at the MAP: sqrt((H^-1)_ii)", fit_laplace_full),
+        Method("laplace_diag", "exact Hessian at the MAP: 1/sqrt(H_ii)", fit_laplace_diag),
+        Method("laplace_torch_full", "laplace-torch FullLaplace, all weights", fit_laplace_torch_full, laplace_torch_applicability),
+        Method("laplace_torch_diag", "laplace-torch DiagLaplace, all weights", fit_laplace_torch_diag, laplace_torch_applicability),
+        Method("reference", "analytic posterior, posteriordb gold draws, or NUTS", fit_reference),
+        Method("data_sweep", "sigma_SVI, laplace_diag and laplace_full refitted on nested subsets of the data; sd: all the data", sweep.fit_data_sweep, sweep.applicability),
+    )
+}

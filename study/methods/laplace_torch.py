@@ -1,0 +1,120 @@
+"""laplace-torch's Laplace approximations of the same posterior, as an independent check.
+
+``Laplace(module, likelihood, subset_of_weights="all", hessian_structure=...)``
+is fitted at the MAP found by ``study.methods.laplace`` (loaded into the model's
+``torch.nn.Module`` twin), with the prior precision and observation noise of the
+Pyro model. For a GLM its generalised Gauss-Newton matrix is the exact Hessian,
+so ``laplace_torch_full``/``_diag`` must equal ``laplace_full``/``_diag``; for a
+network the GGN drops the second-derivative-of-the-network term and differs.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from study.core.context import ModelRun
+from study.core.joint import transform_label
+from study.methods.laplace import map_and_hessian
+from study.core.results import Fit
+from study.core.draws import diagonal_gaussian_draws, gaussian_draws
+
+
+class NotApplicable(ValueError):
+    """The method does not apply to this model; the message says why."""
+
+
+def applicability(run: ModelRun) -> str | None:
+    """``None`` when laplace-torch applies to the model, else the reason it does not."""
+    if run.spec.laplace_torch is None:
+        return "the model defines no laplace_torch module (not a GLM or network laplace-torch supports)"
+    return None
+
+
+def _flat_index(run: ModelRun, module: torch.nn.Module, mapping: dict[str, str]) -> np.ndarray:
+    """For each element of ``parameters_to_vector(module.parameters())``, its flat latent index."""
+    covered: set[str] = set()
+    index = []
+    for pname, param in module.named_parameters():
+        if pname not in mapping:
+            raise NotApplicable(f"module parameter {pname!r} has no latent site in site_of_parameter")
+        site = run.joint.site(mapping[pname])
+        if site.size != param.numel():
+            raise NotApplicable(
+                f"module parameter {pname!r} has {param.numel()} elements, site {site.name!r} has {site.size}"
+            )
+        if transform_label(site.transform):
+            raise NotApplicable(f"site {site.name!r} is constrained; laplace-torch parameters are unconstrained")
+        covered.add(site.name)
+        index.append(np.arange(site.offset, site.offset + site.size))
+    missing = [s.name for s in run.joint.sites if s.name not in covered]
+    if missing:
+        raise NotApplicable(f"latent sites {missing} are not parameters of the laplace-torch module")
+    return np.concatenate(index)
+
+
+def _fit(run: ModelRun, structure: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
+    """Mean, marginal sd and (``full`` only) covariance in flat latent order, plus facts."""
+    from laplace import Laplace
+
+    start = time.perf_counter()
+    problem = run.spec.laplace_torch(run.data)
+    module = problem.module.to(run.joint.dtype)
+    index = _flat_index(run, module, problem.site_of_parameter)
+    z_map = map_and_hessian(run)["z"]
+    with torch.no_grad():
+        offset = 0
+        values = z_map[torch.as_tensor(index)]
+        for param in module.parameters():
+            param.copy_(values[offset : offset + param.numel()].reshape(param.shape))
+            offset += param.numel()
+    inputs = problem.inputs.to(run.joint.dtype)
+    targets = problem.targets if problem.likelihood == "classification" else problem.targets.to(run.joint.dtype)
+    loader = DataLoader(TensorDataset(inputs, targets), batch_size=len(inputs))
+    kwargs = {"prior_precision": float(problem.prior_precision)}
+    if problem.likelihood == "regression":
+        kwargs["sigma_noise"] = float(problem.sigma_noise)
+    la = Laplace(module, problem.likelihood, subset_of_weights="all", hessian_structure=structure, **kwargs)
+    la.fit(loader)
+    covariance = None
+    if structure == "full":
+        module_covariance = la.posterior_covariance.detach().numpy()
+        variance = torch.as_tensor(np.diag(module_covariance).copy())
+        covariance = np.empty((run.joint.dim, run.joint.dim))
+        covariance[np.ix_(index, index)] = module_covariance
+    else:
+        variance = la.posterior_variance
+    mean_module = la.mean.detach().numpy()
+    sd_module = variance.detach().sqrt().numpy()
+    mean = np.empty(run.joint.dim)
+    sd = np.empty(run.joint.dim)
+    mean[index] = mean_module
+    sd[index] = sd_module
+    info = {
+        "wall_seconds": time.perf_counter() - start,
+        "backend": type(la.backend).__name__,
+        "laplace_class": type(la).__name__,
+        "prior_precision": float(problem.prior_precision),
+        "sigma_noise": float(problem.sigma_noise) if problem.likelihood == "regression" else None,
+        "likelihood": problem.likelihood,
+    }
+    return mean, sd, covariance, info
+
+
+def fit_laplace_torch_full(run: ModelRun) -> Fit:
+    """laplace-torch ``FullLaplace`` (``hessian_structure="full"``, all weights); marginal sds."""
+    mean, sd, covariance, info = _fit(run, "full")
+    draws = gaussian_draws(mean, covariance, run.settings.draws, run.seed("laplace_torch_full/draws"))
+    return run.new_fit("laplace_torch_full", mean=mean, sd=sd, draws=draws, info=info)
+
+
+def fit_laplace_torch_diag(run: ModelRun) -> Fit:
+    """laplace-torch ``DiagLaplace`` (``hessian_structure="diag"``, all weights)."""
+    mean, sd, _, info = _fit(run, "diag")
+    return run.new_fit(
+        "laplace_torch_diag", mean=mean, sd=sd,
+        draws=diagonal_gaussian_draws(mean, sd, run.settings.draws, run.seed("laplace_torch_diag/draws")), info=info,
+    )

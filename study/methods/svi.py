@@ -1,0 +1,504 @@
+"""Mean-field SVI and its sigma-collapsing expected-loss variant.
+
+Both train the same guide, Pyro's ``AutoNormal``: an independent Gaussian
+``N(mu_i, sigma_i^2)`` over every unconstrained latent ``z_i``, with ``sigma``
+stored through a softplus (so ``log sigma ~ softplus^-1(sigma)`` once sigma is
+small), reparameterised, and fitted with vectorised particles. They differ only
+in the objective:
+
+* ``svi_meanfield``: the full ELBO (``Trace_ELBO``),
+  ``E_q[log p(y|z)] + E_q[log p(z)] + H[q]``. At its optimum
+  ``sigma_i^-2 = E_q[H_ii]``, the expected diagonal of the Hessian of
+  ``-log p(z, y)`` (Opper & Archambeau, "The Variational Gaussian Approximation
+  Revisited", Neural Computation 2009).
+* ``expected_loss``: ``E_eps[-log p(y | mu + sigma eps)]`` alone, no prior, no
+  entropy. Its gradient in ``sigma`` is ``E[eps * dL/dz] ~ sigma H_ii > 0``, so
+  ``log sigma`` decreases without bound.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from operator import attrgetter
+
+import numpy as np
+import pyro
+import pyro.poutine as poutine
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
+import torch
+from pyro.infer import ELBO, SVI, JitTrace_ELBO, Trace_ELBO
+from pyro.infer.autoguide import AutoNormal
+from pyro.infer.autoguide.initialization import init_to_value
+from tqdm.auto import tqdm
+
+from study.core.context import ModelRun
+from study.methods.laplace import MapNotFound, map_and_hessian
+from study.methods.optim import ScaledLocAdam
+from study.core.draws import diagonal_gaussian_draws
+from study.core.results import Fit
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The objective became NaN or infinite."""
+
+
+class PartialELBO:
+    """``-E_q[log p(y|z) + a (log p(z) + log|J|) + b H_q(z)]`` with ``a, b`` in ``{0, 1}``.
+
+    ``a = b = 1`` is the ELBO (equal to ``Trace_ELBO``'s loss on the same
+    draws); ``a = b = 0`` is the seed's expected loss. The prior term is taken in
+    unconstrained coordinates (prior density times the Jacobian of the
+    constraining map), so dropping it means a prior flat in the guide's space.
+
+    Parameters
+    ----------
+    num_particles : int
+        Vectorised particles per evaluation.
+    max_plate_nesting : int
+        Plates of the model; the particle dimension goes to their left.
+    include_prior, include_entropy : bool
+        Whether the prior term and the entropy term enter the objective.
+    """
+
+    def __init__(self, num_particles: int, max_plate_nesting: int, include_prior: bool, include_entropy: bool):
+        self.num_particles = num_particles
+        self.particle_dim = -(max_plate_nesting + 1)
+        self.include_prior = include_prior
+        self.include_entropy = include_entropy
+
+    def _vectorised(self, fn):
+        def wrapped(*args, **kwargs):
+            with pyro.plate("num_particles_vectorized", self.num_particles, dim=self.particle_dim):
+                return fn(*args, **kwargs)
+
+        return wrapped
+
+    def terms(self, model, guide, *args, **kwargs) -> dict[str, torch.Tensor]:
+        """The three terms, each averaged over particles: ``likelihood``, ``prior``, ``entropy``."""
+        guide_trace = poutine.trace(self._vectorised(guide)).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(
+            poutine.replay(self._vectorised(model), trace=guide_trace)
+        ).get_trace(*args, **kwargs)
+        model_trace.compute_log_prob()
+        guide_trace.compute_log_prob()
+        zero = torch.zeros(())
+        likelihood, prior, entropy = zero, zero, zero
+        for name, site in model_trace.nodes.items():
+            if site["type"] != "sample" or site.get("log_prob_sum") is None:
+                continue
+            if site["is_observed"]:
+                likelihood = likelihood + site["log_prob_sum"]
+            else:
+                prior = prior + site["log_prob_sum"]
+        for name, site in guide_trace.nodes.items():
+            if site["type"] != "sample" or site.get("log_prob_sum") is None:
+                continue
+            if site["infer"].get("is_auxiliary"):
+                entropy = entropy - site["log_prob_sum"]  # -log N(z; mu, sigma)
+            else:
+                # AutoNormal's Delta site carries log_density = -log|dx/dz|: moving it to
+                # the prior side turns log p(x) into the unconstrained log p(z).
+                prior = prior - site["log_prob_sum"]
+        n = self.num_particles
+        return {"likelihood": likelihood / n, "prior": prior / n, "entropy": entropy / n}
+
+    def __call__(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        t = self.terms(model, guide, *args, **kwargs)
+        objective = t["likelihood"]
+        if self.include_prior:
+            objective = objective + t["prior"]
+        if self.include_entropy:
+            objective = objective + t["entropy"]
+        return -objective
+
+
+class _MaskSites(Messenger):
+    """Zero the log density of chosen sample sites (their values are still drawn and used)."""
+
+    def __init__(self, latent_only: bool = False, auxiliary: bool | None = None):
+        super().__init__()
+        self.latent_only = latent_only
+        self.auxiliary = auxiliary
+
+    def _pyro_sample(self, msg):
+        if site_is_subsample(msg) or (self.latent_only and msg["is_observed"]):
+            return
+        if self.auxiliary is not None and bool(msg["infer"].get("is_auxiliary")) != self.auxiliary:
+            return
+        msg["mask"] = False
+
+
+def masked_objective(model, guide, include_prior: bool, include_entropy: bool):
+    """Model and guide whose ``Trace_ELBO`` is ``PartialELBO(include_prior, include_entropy)``.
+
+    ``Trace_ELBO = E[log p(y|x) + log p(x) - log q]``, and AutoNormal's ``log q`` is
+    ``log N(z; mu, sigma)`` (its auxiliary site: minus the entropy term) plus
+    ``-log|dx/dz|`` (its Delta site: part of the unconstrained prior). So dropping the
+    prior masks the model's latent sites and the guide's Delta sites; dropping the entropy
+    masks the guide's auxiliary sites. Masks are fixed, so the result JIT-compiles.
+    """
+    if include_prior and include_entropy:
+        return model, guide
+    if not include_prior:
+        model = _MaskSites(latent_only=True)(model)
+    if not include_prior and not include_entropy:
+        guide_mask = _MaskSites()
+    elif not include_prior:
+        guide_mask = _MaskSites(auxiliary=False)
+    else:
+        guide_mask = _MaskSites(auxiliary=True)
+    return model, guide_mask(guide)
+
+
+def guide_loc_scale(guide: AutoNormal, run: ModelRun) -> tuple[torch.Tensor, torch.Tensor]:
+    """The guide's ``(mu, sigma)`` in the flat order of ``run.joint``, shapes ``(d,)``."""
+    locs, scales = [], []
+    for site in run.joint.sites:
+        locs.append(attrgetter(site.name)(guide.locs).reshape(-1))
+        scales.append(attrgetter(site.name)(guide.scales).reshape(-1))
+    return torch.cat(locs).detach(), torch.cat(scales).detach()
+
+
+@dataclass
+class SVIRun:
+    """Result of one optimisation: iterate averages, last iterate and the history."""
+
+    mean: np.ndarray
+    sd: np.ndarray
+    last_mean: np.ndarray
+    last_sd: np.ndarray
+    steps: int
+    loss: np.ndarray
+    record_steps: np.ndarray
+    log_sigma: np.ndarray
+    sigma_drift: float
+    wall_seconds: float
+    init_from: str
+    jit: bool
+    sigma_changes: np.ndarray | None = None  # (d,): signed per-parameter change behind sigma_drift
+
+
+@dataclass
+class AveragedIterates:
+    """What ``run_and_average`` kept of a run: every loss, the recorded log sds, the averages."""
+
+    losses: np.ndarray  # (steps,)
+    record_steps: np.ndarray  # (r,): about 400 recorded steps, the last one included
+    log_sd: np.ndarray  # (r, d)
+    mean: torch.Tensor  # (d,): the average of the means over the window
+    spread: torch.Tensor  # the average of the spread (sd or covariance) over the window
+    sd_first: torch.Tensor  # (d,): the average sd over the first half of the window
+    sd_second: torch.Tensor  # (d,): ... and over its second half
+    last_loc: torch.Tensor
+    last_sd: torch.Tensor
+    averaged_steps: int
+    wall_seconds: float
+
+
+def run_and_average(svi: SVI, run: ModelRun, method: str, steps: int, snapshot) -> AveragedIterates:
+    """``steps`` SVI steps; iterates averaged over the last ``average_fraction`` of them.
+
+    ``snapshot()`` returns ``(loc, spread, sd)`` of the guide after a step: ``spread`` is
+    what is averaged as the fit's spread (the sd vector of a mean-field guide, the
+    covariance of a richer one) and ``sd`` is recorded and split over the two halves of
+    the window, which tells whether sigma has stopped moving. Raises ``NonFiniteLoss``
+    at the first NaN or infinite loss.
+    """
+    s = run.settings
+    record_every = max(1, steps // 400)
+    average_from = int(steps * (1.0 - s.average_fraction))
+    middle = (average_from + steps) // 2
+    losses = np.empty(steps)
+    record_steps, log_sd = [], []
+    sums = {"loc": 0.0, "spread": 0.0, "sd_first": 0.0, "sd_second": 0.0}
+    start = time.perf_counter()
+    bar = tqdm(range(steps), desc=f"{run.name}: {method}", leave=False, disable=not run.progress, mininterval=1.0)
+    for step in bar:
+        value = svi.step(**run.data)
+        if not math.isfinite(value):
+            raise NonFiniteLoss(f"{method} loss became {value} at step {step}")
+        losses[step] = value
+        loc, spread, sd = snapshot()
+        if step % record_every == 0 or step == steps - 1:
+            record_steps.append(step)
+            log_sd.append(sd.log().numpy().copy())
+        if step >= average_from:
+            sums["loc"] = sums["loc"] + loc
+            sums["spread"] = sums["spread"] + spread
+            half = "sd_first" if step < middle else "sd_second"
+            sums[half] = sums[half] + sd
+    bar.close()
+    n = steps - average_from
+    return AveragedIterates(
+        losses=losses, record_steps=np.asarray(record_steps), log_sd=np.stack(log_sd),
+        mean=sums["loc"] / n, spread=sums["spread"] / n,
+        sd_first=sums["sd_first"] / (middle - average_from), sd_second=sums["sd_second"] / (steps - middle),
+        last_loc=loc, last_sd=sd, averaged_steps=n, wall_seconds=time.perf_counter() - start,
+    )
+
+
+def start_point(run: ModelRun):
+    """Where the guide's means start: the MAP when there is one, else the model's init.
+
+    Starting at the mode saves the long walk there (kilpisjarvi's intercept is
+    60 units away from 0) and, in a multimodal posterior, puts the mean-field
+    fit in the mode that Laplace describes. The optimum does not depend on it;
+    sigma still starts at ``init_scale``.
+    """
+    try:
+        z_map = map_and_hessian(run)["z"]
+    except (MapNotFound, torch.linalg.LinAlgError, ValueError, RuntimeError):
+        return run.init_loc_fn, "model init"
+    # Copies: AutoNormal's parameters may share memory with their init values, and
+    # the optimiser updates them in place; the cached MAP must stay untouched.
+    values = {k: v.detach().clone() for k, v in run.joint.constrain(z_map).items()}
+    return init_to_value(values=values, fallback=run.init_loc_fn), "MAP"
+
+
+def optimise(
+    run: ModelRun,
+    method: str,
+    include_prior: bool = True,
+    include_entropy: bool = True,
+    constant_lr: float | None = None,
+    seed: int | None = None,
+) -> SVIRun:
+    """Fit an ``AutoNormal`` guide by Adam on the ELBO, or on the ELBO without its prior
+    and/or entropy term (``masked_objective``), with a decaying learning rate.
+
+    The learning rate decays geometrically from ``lr_start`` to ``lr_end``
+    (or stays at ``constant_lr``); the
+    returned ``mean``/``sd`` average the iterates over the last
+    ``average_fraction`` of the run. ``sigma_drift`` is the largest relative
+    change of ``sigma_i`` between the two halves of that window: near 0 when
+    sigma has stopped moving. ``seed`` defaults to the method's seed.
+    """
+    s = run.settings
+    steps = max(10, int(round(s.svi_steps * run.spec.svi_steps_scale)))
+    pyro.clear_param_store()
+    pyro.set_rng_seed(run.seed(method) if seed is None else seed)
+    init_loc_fn, init_from = start_point(run)
+    guide = AutoNormal(run.spec.model, init_loc_fn=init_loc_fn, init_scale=s.init_scale)
+    guide(**run.data)  # creates the parameters, so the optimiser can pair means with scales
+    if constant_lr is None:
+        lr, lrd = s.lr_start, (s.lr_end / s.lr_start) ** (1.0 / steps)
+    else:
+        lr, lrd = constant_lr, 1.0
+    model, masked_guide = masked_objective(run.spec.model, guide, include_prior, include_entropy)
+    loss = CheckedJitELBO(s.particles, run.joint.max_plate_nesting)
+    svi = SVI(model, masked_guide, ScaledLocAdam(guide, lr=lr, lr_decay=lrd), loss)
+
+    def snapshot():
+        loc, scale = guide_loc_scale(guide, run)
+        return loc, scale, scale
+
+    trace = run_and_average(svi, run, method, steps, snapshot)
+    changes = trace.sd_second / trace.sd_first - 1.0
+    return SVIRun(
+        mean=trace.mean.numpy(),
+        sd=trace.spread.numpy(),
+        last_mean=trace.last_loc.numpy(),
+        last_sd=trace.last_sd.numpy(),
+        steps=steps,
+        loss=trace.losses,
+        record_steps=trace.record_steps,
+        log_sigma=trace.log_sd,
+        sigma_drift=float(changes.abs().max()),
+        wall_seconds=trace.wall_seconds,
+        init_from=init_from,
+        jit=bool(loss.use_jit),
+        sigma_changes=changes.numpy(),
+    )
+
+
+def elbo_estimate(run: ModelRun, mean: np.ndarray, sd: np.ndarray, seed: int) -> tuple[float, float]:
+    """ELBO of ``N(mean, diag sd^2)`` by Monte Carlo, with its standard error.
+
+    ``E_q[log p(z, y)]`` from ``elbo_draws`` draws plus the exact Gaussian entropy.
+    """
+    z = torch.as_tensor(diagonal_gaussian_draws(mean, sd, run.settings.elbo_draws, seed)[0])
+    with torch.no_grad():
+        log_joint = run.joint.log_joint_batched(z).numpy()
+    entropy = float(np.sum(np.log(sd)) + 0.5 * len(sd) * math.log(2 * math.pi * math.e))
+    return float(log_joint.mean() + entropy), float(log_joint.std(ddof=1) / math.sqrt(len(log_joint)))
+
+
+def _log_sigma_slope(result: SVIRun) -> np.ndarray:
+    """Least-squares slope of log sigma per 1000 steps over the last half of the run, shape ``(d,)``."""
+    keep = result.record_steps >= result.record_steps[-1] / 2
+    x = result.record_steps[keep].astype(float)
+    y = result.log_sigma[keep]
+    x = x - x.mean()
+    return 1000.0 * (x @ (y - y.mean(0))) / (x @ x)
+
+
+def _trajectory(result: SVIRun) -> dict[str, np.ndarray]:
+    return {"step": result.record_steps, "loss": result.loss[result.record_steps], "log_sigma": result.log_sigma}
+
+
+class CheckedJitELBO(ELBO):
+    """``JitTrace_ELBO`` (``Trace_ELBO``'s estimator, JIT-compiled: 2-4x faster here) that
+    proves itself: on the step after compiling, the compiled loss must equal ``Trace_ELBO``'s
+    on the same draws; otherwise (or if compiling fails, e.g. value-dependent Python control
+    flow in the model) every step uses plain ``Trace_ELBO``.
+    """
+
+    def __init__(self, num_particles: int, max_plate_nesting: int):
+        kwargs = dict(num_particles=num_particles, vectorize_particles=True, max_plate_nesting=max_plate_nesting)
+        super().__init__(**kwargs)
+        self.plain = Trace_ELBO(**kwargs)
+        self.jit = JitTrace_ELBO(ignore_jit_warnings=True, **kwargs)
+        self.calls = 0
+        self.use_jit: bool | None = None
+
+    def loss(self, model, guide, *args, **kwargs):
+        return self.plain.loss(model, guide, *args, **kwargs)
+
+    def _get_trace(self, model, guide, args, kwargs):
+        return self.plain._get_trace(model, guide, args, kwargs)
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        self.calls += 1
+        if self.use_jit is False:
+            return self.plain.loss_and_grads(model, guide, *args, **kwargs)
+        if self.use_jit is None:
+            state = torch.get_rng_state()
+            try:
+                compiled = self.jit.loss_and_grads(model, guide, *args, **kwargs)
+                if self.calls == 1:
+                    return compiled  # the compiling call draws differently; check the next one
+                after = torch.get_rng_state()
+                torch.set_rng_state(state)
+                with torch.no_grad():
+                    plain = self.plain.loss(model, guide, *args, **kwargs)
+                torch.set_rng_state(after)
+                self.use_jit = math.isclose(compiled, plain, rel_tol=1e-9, abs_tol=1e-9)
+            except Exception:  # compiling failed: fall back to the plain ELBO
+                self.use_jit = False
+            if not self.use_jit:
+                for param in pyro.get_param_store().values():
+                    param.unconstrained().grad = None
+                torch.set_rng_state(state)
+                return self.plain.loss_and_grads(model, guide, *args, **kwargs)
+            return compiled
+        return self.jit.loss_and_grads(model, guide, *args, **kwargs)
+
+
+def meanfield_seed(run: ModelRun, k: int) -> int:
+    """Seed of the ``k``-th ``svi_meanfield`` run; run 0 keeps the method's own seed."""
+    return run.seed("svi_meanfield") if k == 0 else run.seed(f"svi_meanfield/seed{k}")
+
+
+def seed_standard_errors(values: np.ndarray) -> dict:
+    """Monte Carlo error of a per-parameter mean over ``K`` seeds, values of shape ``(K, d)``.
+
+    The optimiser steps ``mu`` and ``log sigma`` in units of sigma (``study.methods.optim``), so the
+    seed-to-seed noise of sigma is relative and about the same for every parameter: the
+    relative spread is pooled over parameters (``d (K - 1)`` degrees of freedom, where a
+    per-parameter estimate from 3 seeds has 2). Both are returned.
+
+    Returns
+    -------
+    dict
+        ``rel_se`` (float: pooled relative SE of the mean), ``se`` ``(d,)`` (``rel_se`` times
+        the mean), ``se_per_parameter`` ``(d,)`` (unpooled); all None when ``K < 2``.
+    """
+    K, d = values.shape
+    if K < 2:
+        return {"rel_se": None, "se": None, "se_per_parameter": None}
+    centre = values.mean(0)
+    relative = values / centre - 1.0
+    rel_se = math.sqrt(float((relative**2).sum()) / (d * (K - 1)) / K)
+    return {
+        "rel_se": rel_se,
+        "se": centre * rel_se,
+        "se_per_parameter": values.std(0, ddof=1) / math.sqrt(K),
+    }
+
+
+def fit_svi_meanfield(run: ModelRun) -> Fit:
+    """Mean-field ``AutoNormal`` by the full ELBO (``Trace_ELBO``, vectorised particles).
+
+    ``svi_seeds`` independent runs; ``mean``/``sd`` are their averages, ``info`` holds the
+    per-seed values, the standard error of ``sd`` and the fixed-point residual
+    ``sigma_i^2 E_q[H_ii] - 1`` (``study.checks.fixed_point``) at the averaged ``q``.
+    """
+    from study.checks.fixed_point import diagnose, expected_curvature, fixed_point_residual
+    from study.core.errors import one_line
+
+    s = run.settings
+    K = max(1, s.svi_seeds)
+    results = [optimise(run, "svi_meanfield", seed=meanfield_seed(run, k)) for k in range(K)]
+    result = results[0]
+    means = np.stack([r.mean for r in results])  # (K, d)
+    sds = np.stack([r.sd for r in results])
+    mean, sd = means.mean(0), sds.mean(0)
+    errors = seed_standard_errors(sds)
+    # Signed relative change of sigma between the halves of the averaging window, seed-averaged.
+    changes = np.mean(np.stack([r.sigma_changes for r in results]), axis=0)
+    elbo, elbo_se = elbo_estimate(run, mean, sd, run.seed("svi_meanfield/elbo"))
+    info = {
+        "wall_seconds": sum(r.wall_seconds for r in results),
+        "steps": result.steps,
+        "particles": s.particles,
+        "final_elbo": elbo,
+        "final_elbo_se": elbo_se,
+        "sigma_drift": max(r.sigma_drift for r in results),
+        "sigma_change_per_parameter": changes.tolist(),
+        "init": result.init_from,
+        "jit": all(r.jit for r in results),
+        "averaged_over_last_steps": int(result.steps * s.average_fraction),
+        "seeds": K,
+        "mean_per_seed": means.tolist(),
+        "sd_per_seed": sds.tolist(),
+        "sd_se": None if errors["se"] is None else errors["se"].tolist(),
+        "sd_rel_se": errors["rel_se"],
+        "sd_se_per_parameter": None if errors["se_per_parameter"] is None else errors["se_per_parameter"].tolist(),
+        # Seeds that settle in different optima (a multimodal posterior) make the averages
+        # meaningless; this is the largest seed-to-seed sd of a mean in units of its sigma.
+        "mean_spread_over_sigma": float(np.max(means.std(0, ddof=1) / sd)) if K > 1 else None,
+    }
+    start = time.perf_counter()
+    try:
+        curvature = expected_curvature(run.joint, mean, sd, s.curvature_draws, run.seed("svi_meanfield/curvature"))
+        run.cache["meanfield_curvature"] = curvature  # svi_meanfield_lr reuses the same draws
+        residual = fixed_point_residual(curvature, errors["rel_se"])
+        residual["diagnosis"] = diagnose(residual, changes, run.joint.param_names)
+        info["fixed_point"] = residual
+    except Exception as error:  # the fit stands; the check reports why it could not run
+        info["fixed_point"] = {"error": one_line(error)}
+    info["fixed_point_seconds"] = time.perf_counter() - start
+    return run.new_fit(
+        "svi_meanfield",
+        mean=mean,
+        sd=sd,
+        draws=diagonal_gaussian_draws(mean, sd, s.draws, run.seed("svi_meanfield/draws")),
+        trajectory=_trajectory(result),
+        info=info,
+    )
+
+
+def fit_expected_loss(run: ModelRun) -> Fit:
+    """The seed's objective: same guide, ``E_eps[-log p(y | mu + sigma eps)]`` only."""
+    s = run.settings
+    result = optimise(run, "expected_loss", include_prior=False, include_entropy=False, constant_lr=s.collapse_lr)
+    slope = _log_sigma_slope(result)
+    return run.new_fit(
+        "expected_loss",
+        mean=result.last_mean,
+        sd=result.last_sd,
+        draws=diagonal_gaussian_draws(result.last_mean, result.last_sd, s.draws, run.seed("expected_loss/draws")),
+        trajectory=_trajectory(result),
+        info={
+            "wall_seconds": result.wall_seconds,
+            "steps": result.steps,
+            "particles": s.particles,
+            "jit": result.jit,
+            "final_loss": float(result.loss[-20:].mean()),
+            "log_sigma_slope_per_1000_steps": slope.tolist(),
+            "median_log_sigma_slope_per_1000_steps": float(np.median(slope)),
+        },
+    )

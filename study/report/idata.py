@@ -1,0 +1,46 @@
+"""Fits as ArviZ ``InferenceData``: draws of every latent site in unconstrained space."""
+
+from __future__ import annotations
+
+import warnings
+
+import arviz as az
+import pandas as pd
+
+from study.core.results import Fit, ModelResult
+
+
+def to_inference_data(model: ModelResult, fit: Fit) -> az.InferenceData:
+    """One ``InferenceData`` per fit; variables are the model's sites in unconstrained space.
+
+    A site transformed to unconstrained space is named after its transform,
+    e.g. ``"tau (log)"``, so ``az.summary`` rows read ``tau (log)`` and ``w[3]``,
+    exactly the ``parameter`` names of ``comparison.csv``.
+    """
+    chains, draws, _ = fit.draws.shape
+    posterior = {
+        name: fit.draws[..., offset : offset + _size(shape)].reshape((chains, draws) + tuple(shape))
+        for name, offset, shape in model.layout
+    }
+    attrs = {
+        "model": model.name,
+        "method": fit.method,
+        "space": "unconstrained (the guide's coordinates)",
+    }
+    return az.from_dict(posterior=posterior, attrs=attrs)
+
+
+def _size(shape) -> int:
+    size = 1
+    for n in shape:
+        size *= n
+    return size
+
+
+def summary(model: ModelResult, fit: Fit) -> pd.DataFrame:
+    """``az.summary`` of a fit: moments and 94% HDI; ESS and R-hat where there are several chains."""
+    idata = to_inference_data(model, fit)
+    kind = "all" if fit.draws.shape[0] > 1 else "stats"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return az.summary(idata, kind=kind, round_to="none")

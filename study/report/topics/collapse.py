@@ -1,0 +1,75 @@
+"""The collapse curve: loss and log σ against step, for the full ELBO and the expected loss (no prior, no entropy)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+from study.core.results import ModelResult  # noqa: E402
+from study.report.document import Image, slug  # noqa: E402
+from study.report.plotting import INV_SQRT_H, robust_limits, save  # noqa: E402
+from study.report.summary import SVI, usable_fit  # noqa: E402
+
+# Up to this many parameters the collapse curve draws one line per parameter;
+# above it, the median and the range over parameters.
+PER_PARAMETER_LINES = 6
+
+
+def collapse_curve(model: ModelResult, answer_for_model: dict, fig_dir: Path) -> Image | None:
+    """Loss and log σ against step for the full ELBO and the expected loss, on shared axes.
+
+    The ELBO's σ should level off at 1/√Hᵢᵢ (dashed: the mean-field optimum of a
+    Gaussian posterior, hence the analytic value for the conjugate models); the
+    expected loss's σ keeps falling.
+    """
+    svi, collapse = usable_fit(model, SVI), usable_fit(model, "expected_loss")
+    if svi is None or collapse is None or svi.trajectory is None or collapse.trajectory is None:
+        return None
+    diag = usable_fit(model, "laplace_diag")
+    d = len(model.param_names)
+    per_parameter = d <= PER_PARAMETER_LINES
+    fig, (ax_loss, ax_sigma) = plt.subplots(1, 2, figsize=(10, 4.2), sharex=True)
+    losses = []
+    for fit, label, colour in ((svi, "full ELBO", "C0"), (collapse, "expected loss only", "C3")):
+        t = fit.trajectory
+        losses.append(np.asarray(t["loss"], dtype=float))
+        ax_loss.plot(t["step"], t["loss"], color=colour, lw=1)
+        log_sigma = np.asarray(t["log_sigma"])
+        if per_parameter:
+            for i in range(d):
+                ax_sigma.plot(t["step"], log_sigma[:, i], color=colour, lw=1.3, alpha=0.85,
+                              label=label if i == 0 else None)
+        else:
+            ax_sigma.plot(t["step"], np.median(log_sigma, axis=1), color=colour, lw=1.5, label=f"{label}: median")
+            ax_sigma.fill_between(t["step"], log_sigma.min(1), log_sigma.max(1), color=colour, alpha=0.15,
+                                  lw=0, label=f"{label}: range over the {d} parameters")
+    if diag is not None:
+        target = np.log(np.asarray(diag.sd))
+        if per_parameter:
+            for i, value in enumerate(target):
+                ax_sigma.axhline(value, color="k", ls="--", lw=0.9,
+                                 label=f"log {INV_SQRT_H} at the MAP (ELBO optimum if Gaussian)" if i == 0 else None)
+        else:
+            ax_sigma.axhline(np.median(target), color="k", ls="--", lw=1,
+                             label=f"median log {INV_SQRT_H} at the MAP (ELBO optimum if Gaussian)")
+    ax_loss.set_ylim(*robust_limits(losses))
+    ax_loss.set(xlabel="step", ylabel="loss (negative objective)", title="objective")
+    ax_sigma.set(xlabel="step", ylabel="log σ", title="log σ" + ("" if per_parameter else " (median, range)"))
+    handles, labels = ax_sigma.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=8, frameon=False)
+    fig.suptitle(model.title, fontsize=10)
+    fig.tight_layout()
+    path = save(fig, fig_dir / f"collapse-{slug(model.name)}.png")
+    text = ("one line per parameter" if per_parameter else f"median and range over the {d} parameters")
+    return Image(
+        path, f"Collapse curve for {model.name}",
+        f"Loss and log σ against step ({text}). Blue: the full ELBO, whose σ levels off near the dashed "
+        "1/√Hᵢᵢ; red: the expected loss alone (no prior, no entropy), whose σ keeps falling. The loss axis "
+        "leaves out the first steps' transient.",
+    )

@@ -1,0 +1,105 @@
+"""Write a study's outputs: every file appears whole or not at all.
+
+Each file is written to a temporary name in its folder and renamed into place
+(``study.core.files.atomic_path``; ``os.replace`` is atomic on POSIX), so an
+interrupted run never leaves a half-written ``report.html``, ``comparison.csv``,
+``results.json``, figure or ArviZ file. The report is written last.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from study.core.files import atomic_path, write_text
+from study.core.results import StudyResult
+from study.report.build import make_all, render
+from study.report.idata import to_inference_data
+from study.report.summary import study_answer
+from study.report.table import comparison_rows, to_csv
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def results_document(study: StudyResult, answer: dict) -> dict:
+    models = {}
+    for m in study.models:
+        models[m.name] = {
+            "title": m.title,
+            "status": m.status,
+            "reason": m.reason,
+            "notes": m.notes,
+            "reference_kind": m.reference_kind,
+            "parameters": m.param_names,
+            "wall_seconds": m.wall_seconds,
+            "fits": {
+                name: {
+                    "status": fit.status,
+                    "reason": fit.reason,
+                    "info": fit.info,
+                    "mean": fit.mean,
+                    "sd": fit.sd,
+                }
+                for name, fit in m.fits.items()
+            },
+        }
+    return _jsonable(
+        {
+            "command": study.command,
+            "settings": study.settings.as_dict(),
+            "versions": study.versions,
+            "methods": study.methods,
+            "wall_seconds": study.wall_seconds,
+            "answer": answer,
+            "models": models,
+        }
+    )
+
+
+def write_idata(study: StudyResult, out_dir: Path) -> list[Path]:
+    paths = []
+    for model in study.models:
+        for fit in model.fits.values():
+            if not fit.ok or fit.draws is None:
+                continue
+            path = out_dir / "idata" / model.name / f"{fit.method}.nc"
+            with atomic_path(path) as tmp:
+                to_inference_data(model, fit).to_netcdf(str(tmp))
+            paths.append(path)
+    return paths
+
+
+def write_all(study: StudyResult, out_dir: Path) -> dict[str, Path]:
+    """Write the CSV, the JSON, the ArviZ files, the figures and the report into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    answer = study_answer(study)
+    write_text(out_dir / "comparison.csv", to_csv(comparison_rows(study)))
+    write_text(out_dir / "results.json", json.dumps(results_document(study, answer), indent=1) + "\n")
+    write_idata(study, out_dir)
+    model_figures, answer_figures = make_all(study, answer, out_dir / "figures")
+    markdown, page = render(study, answer, out_dir, model_figures, answer_figures)
+    write_text(out_dir / "report.md", markdown)
+    write_text(out_dir / "report.html", page)
+    return {
+        "csv": out_dir / "comparison.csv",
+        "json": out_dir / "results.json",
+        "markdown": out_dir / "report.md",
+        "html": out_dir / "report.html",
+    }
