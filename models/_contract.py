@@ -106,6 +106,12 @@ class ModelSpec:
         of each latent site on its constrained scale, shape ``(S, *site_shape)``
         (e.g. posteriordb's gold draws). Used as reference when there is no
         exact posterior; otherwise NUTS is run.
+    posteriordb : str
+        The posteriordb posterior the model translates (e.g. ``"arK-arK"``). When
+        the project ships a summary of its gold draws
+        (``models/posteriordb/reference_summaries/``), that summary is the
+        reference, whether or not a posteriordb clone is configured;
+        ``reference_draws`` then serves the checks and the summary's regeneration.
 
     Nice to have
     ------------
@@ -116,8 +122,8 @@ class ModelSpec:
         A Pyro ``init_loc_fn`` used by the guides and as the MAP start
         (default ``init_to_feasible``). Networks want ``init_to_sample``.
     needs_posteriordb : bool
-        True when ``data()`` reads a posteriordb database; the model is skipped
-        with a note where none is configured.
+        True when ``data()`` needs a posteriordb clone (a posterior the project does
+        not ship); the model is skipped with a note where none is configured.
     svi_steps_scale : float
         Multiplies the default number of SVI steps (slow-mixing models).
     nuts_max_tree_depth : int
@@ -133,6 +139,7 @@ class ModelSpec:
     description: str = ""
     exact_posterior: Callable[[Data], GaussianPosterior] | None = None
     reference_draws: Callable[[Data], dict[str, torch.Tensor]] | None = None
+    posteriordb: str = ""
     laplace_torch: Callable[[Data], LaplaceTorchProblem] | None = None
     init_loc_fn: Callable[..., Any] | None = None
     needs_posteriordb: bool = False

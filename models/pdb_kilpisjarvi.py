@@ -58,6 +58,6 @@ SPEC = ModelSpec(
     model=model,
     data=data,
     reference_draws=reference_draws,
-    needs_posteriordb=True,
+    posteriordb=POSTERIOR,
     svi_steps_scale=2.0,
 )

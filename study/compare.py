@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                         help=f"models fitted in parallel processes (default {DEFAULT_WORKERS}: this machine's cores, at most 4)")
     parser.add_argument("--posteriordb", type=Path, metavar="PATH",
-                        help=f"a posteriordb database (default: ${ENV_VAR}); without one those models are skipped")
+                        help=f"a posteriordb clone (default: ${ENV_VAR}); without one the shipped posteriors are read "
+                             "and a model needing another posterior is skipped")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--no-cache", action="store_true",
                         help="recompute every fit (default: reuse finished fits from <out>/cache)")

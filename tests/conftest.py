@@ -1,4 +1,8 @@
-"""Shared fixtures. The study runs in float64; posteriordb tests need POSTERIORDB_PATH."""
+"""Shared fixtures. The study runs in float64.
+
+Tests against posteriordb's gold draws need a clone (``POSTERIORDB_PATH``): they skip
+without one, and fail instead when ``REQUIRE_POSTERIORDB=1`` (where a clone must be there).
+"""
 
 import os
 import warnings
@@ -18,9 +22,25 @@ from study.core.context import ModelRun  # noqa: E402
 from study.core.settings import Settings  # noqa: E402
 
 HAVE_POSTERIORDB = bool(os.environ.get(ENV_VAR))
-needs_posteriordb = pytest.mark.skipif(
-    not HAVE_POSTERIORDB, reason=f"no posteriordb database ({ENV_VAR} unset)"
-)
+REQUIRE_POSTERIORDB = os.environ.get("REQUIRE_POSTERIORDB", "") == "1"
+
+
+def require_posteriordb():
+    """Skip the calling test without a posteriordb clone; fail when one is required."""
+    if HAVE_POSTERIORDB:
+        return
+    message = f"no posteriordb clone ({ENV_VAR} unset)"
+    if REQUIRE_POSTERIORDB:
+        pytest.fail(message + " but REQUIRE_POSTERIORDB=1")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def posteriordb_clone():
+    require_posteriordb()
+
+
+needs_posteriordb = pytest.mark.usefixtures("posteriordb_clone")
 
 
 @pytest.fixture(scope="session")

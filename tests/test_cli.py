@@ -64,10 +64,26 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
     assert not out.exists()
 
 
-def test_posteriordb_models_are_skipped_without_a_database(tmp_path, monkeypatch, capsys):
+def test_posteriordb_models_run_from_the_shipped_copy_without_a_database(tmp_path, monkeypatch, capsys):
+    # The built-in posteriordb models read the shipped data and reference summary; a model
+    # file that needs a clone's gold draws is skipped with a one-line note.
     monkeypatch.delenv("POSTERIORDB_PATH", raising=False)
-    code = main(["--quick", "--models", "sblrc-blr", "--methods", "laplace_full", "--out", str(tmp_path),
-                 "--no-progress"])
+    user = tmp_path / "needs_clone.py"
+    user.write_text(
+        "from models import ModelSpec\n"
+        "from models._posteriordb import load_reference_draws\n"
+        "import pyro, pyro.distributions as dist\n"
+        "def model():\n    pyro.sample('x', dist.Normal(0.0, 1.0))\n"
+        "def data():\n    load_reference_draws('arK-arK')\n    return {}\n"
+        "SPEC = ModelSpec(name='needs_clone', model=model, data=data, needs_posteriordb=True)\n"
+    )
+    out = tmp_path / "out"
+    code = main(["--quick", "--models", "sblrc-blr", "--model", str(user), "--methods", "laplace_full",
+                 "reference", "--out", str(out), "--no-progress", "--no-cache"])
     assert code == 0
     err = capsys.readouterr().err
-    assert "sblrc-blr: skipped: no posteriordb database given" in err
+    assert "needs_clone: skipped: posteriordb file missing: arK-arK.json.zip (not shipped" in err
+    results = json.loads((out / "results.json").read_text())
+    reference = results["models"]["sblrc-blr"]["fits"]["reference"]
+    assert reference["status"] == "ok" and reference["info"]["kind"] == "gold draws"
+    assert reference["info"]["source"] == "shipped summary" and reference["info"]["n_draws"] == 10000

@@ -150,3 +150,30 @@ def test_a_non_gaussian_prior_runs_and_is_flagged_in_the_report(tmp_path, capsys
     assert all(fit["status"] == "ok" for fit in results["fits"].values())
     assert note in (tmp_path / "report.md").read_text()
     assert "has a Gamma prior, not a Gaussian" in (tmp_path / "report.html").read_text()
+
+
+def test_flat_improper_priors_run_through_every_method_and_are_flagged(tmp_path):
+    # Stan's implicit priors are ImproperUniform: nothing may sample them (MAP start, guide
+    # init, NUTS start, shape check), and the report names them as non-Gaussian priors.
+    methods = ["svi_meanfield", "svi_fullrank", "expected_loss", "laplace_full", "laplace_diag",
+               "laplace_torch_full", "reference"]
+    argv = ["--quick", "--workers", "1", "--no-progress", "--no-cache", "--out", str(tmp_path), "--steps", "200",
+            "--seeds", "1", "--model", fixture("flat_priors"), "--methods", *methods]
+    assert main(argv) == 0
+    results = json.loads((tmp_path / "results.json").read_text())["models"]["flat_priors"]
+    assert results["status"] == "ok" and results["reference_kind"] == "NUTS"
+    for note in ("Latent `beta` has a flat (improper) prior", "Latent `sigma` has a flat (improper) prior"):
+        assert any(n.startswith(note) for n in results["notes"]), results["notes"]
+        assert note in (tmp_path / "report.md").read_text()
+    fits = results["fits"]
+    assert fits["laplace_torch_full"]["status"] == "skipped"  # no laplace_torch problem given
+    for method in set(methods) - {"laplace_torch_full"}:
+        assert fits[method]["status"] == "ok", (method, fits[method]["reason"])
+    # The flat prior adds nothing to the Laplace precision: beta's sd is the least-squares one.
+    data = load_model_file(fixture("flat_priors")).data()
+    X, y = data["X"].numpy(), data["y"].numpy()
+    beta_hat, *_ = np.linalg.lstsq(X, y, rcond=None)
+    # MAP in (beta, log sigma): flat in sigma adds the Jacobian sigma, so sigma^2 = RSS / (N - 1).
+    sigma2 = float(((y - X @ beta_hat) ** 2).sum()) / (len(y) - 1)
+    expected = np.sqrt(np.diag(sigma2 * np.linalg.inv(X.T @ X)))
+    np.testing.assert_allclose(fits["laplace_full"]["sd"][:2], expected, rtol=1e-6)

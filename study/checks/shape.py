@@ -31,7 +31,9 @@ def _sites(trace) -> dict:
     return {
         name: site
         for name, site in trace.nodes.items()
-        if site["type"] == "sample" and not site["infer"].get("is_auxiliary") and not site_is_subsample(site)
+        if site["type"] == "sample" and not site_is_subsample(site)
+        # pyro.factor marks its (observed) site auxiliary; it is part of the log joint.
+        and (site["is_observed"] or not site["infer"].get("is_auxiliary"))
     }
 
 

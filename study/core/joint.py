@@ -61,6 +61,10 @@ def transform_label(transform) -> str:
         return "log"
     if isinstance(transform, transforms.SigmoidTransform):
         return "logit"
+    if isinstance(transform, transforms.StickBreakingTransform):
+        return "stick-breaking"
+    if type(transform).__name__ == "OrderedTransform":
+        return "ordered"
     if isinstance(transform, transforms.AffineTransform):
         return ""
     if transform.__class__.__name__ == "_InverseTransform":
@@ -353,7 +357,8 @@ class FlatJoint:
             name: site["log_prob"]
             for name, site in trace.nodes.items()
             if site["type"] == "sample"
-            and not site["infer"].get("is_auxiliary")
+            # pyro.factor marks its (observed) site auxiliary; it is part of the log joint.
+            and (site["is_observed"] or not site["infer"].get("is_auxiliary"))
             and not site_is_subsample(site)
         }
         out["__log_det__"] = log_det

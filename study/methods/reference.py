@@ -3,8 +3,10 @@
 In order of preference:
 
 1. ``analytic``: the model's exact Gaussian posterior (conjugate models).
-2. ``gold draws``: trusted posterior draws the model supplies (posteriordb's
-   10,000 Stan draws), mapped to unconstrained coordinates.
+2. ``gold draws``: trusted posterior draws. For a posteriordb model the
+   project ships a summary of posteriordb's 10,000 Stan draws in flat
+   unconstrained coordinates (mean, sd and their ArviZ Monte Carlo errors, plus
+   a thinned sample); otherwise the draws the model supplies, mapped there.
 3. ``NUTS``: Pyro's NUTS on ``log p(z, y)``, preconditioned by the Laplace
    approximation when one exists (an exact linear change of variables
    ``z = z* + L u`` with ``L L^T = H^-1``, which makes a near-Gaussian target
@@ -22,6 +24,8 @@ import pyro
 import torch
 from pyro.infer import MCMC, NUTS
 
+from models._posteriordb import has_reference_summary, load_reference_summary
+
 from study.core.context import ModelRun
 from study.core.draws import gaussian_draws
 from study.methods.laplace import MapNotFound, NotPositiveDefinite, laplace_covariance, map_and_hessian
@@ -34,7 +38,7 @@ def reference_kind(run: ModelRun) -> str:
     """Which reference this model gets."""
     if run.spec.exact_posterior is not None:
         return ANALYTIC
-    if run.spec.reference_draws is not None:
+    if run.spec.reference_draws is not None or _shipped_summary(run):
         return GOLD
     return NUTS_KIND
 
@@ -86,7 +90,31 @@ def fit_analytic(run: ModelRun) -> Fit:
     )
 
 
+def _shipped_summary(run: ModelRun) -> bool:
+    return bool(run.spec.posteriordb) and has_reference_summary(run.spec.posteriordb)
+
+
+def fit_gold_summary(run: ModelRun) -> Fit:
+    """The reference from the shipped summary of a posteriordb posterior's gold draws."""
+    start = time.perf_counter()
+    summary = load_reference_summary(run.spec.posteriordb)
+    if summary.param_names != list(run.joint.param_names):
+        raise ValueError(
+            f"shipped reference summary of {summary.posterior!r} has elements {summary.param_names}, the model "
+            f"{list(run.joint.param_names)}: regenerate it with models/posteriordb/regenerate.py"
+        )
+    return run.new_fit(
+        "reference", mean=summary.mean.copy(), sd=summary.sd.copy(), draws=summary.thinned,
+        info={"kind": GOLD, "n_draws": summary.n_draws, "chains": summary.n_chains,
+              "sd_se": summary.mcse_sd.tolist(), "mean_se": summary.mcse_mean.tolist(),
+              "source": "shipped summary", "wall_seconds": time.perf_counter() - start},
+    )
+
+
 def fit_gold_draws(run: ModelRun) -> Fit:
+    """The reference from the gold draws themselves (shipped summary first, if any)."""
+    if _shipped_summary(run):
+        return fit_gold_summary(run)
     start = time.perf_counter()
     values = run.spec.reference_draws(run.data)
     with torch.no_grad():

@@ -91,6 +91,14 @@ def _posteriordb_fingerprint() -> str:
     return digest.hexdigest()
 
 
+def _reference_summary_hash(posterior: str) -> str:
+    """SHA-256 of the shipped summary of a posteriordb posterior's gold draws ("" if none)."""
+    from models._posteriordb import summary_paths
+
+    paths = [p for p in summary_paths(posterior) if p.is_file()]
+    return _hash_files(paths) if paths else ""
+
+
 def model_fingerprint(spec, source: str, data: Mapping[str, Any], versions: Mapping[str, str]) -> dict:
     """Everything about a model run that a fit's numbers depend on, except the method.
 
@@ -113,6 +121,7 @@ def model_fingerprint(spec, source: str, data: Mapping[str, Any], versions: Mapp
         "model_file": model_file,
         "data": data_hash(data),
         "posteriordb": _posteriordb_fingerprint() if spec.needs_posteriordb else "",
+        "reference_summary": _reference_summary_hash(spec.posteriordb) if spec.posteriordb else "",
         "versions": dict(sorted(versions.items())),
         "machine": platform.machine(),
         "dtype": str(torch.get_default_dtype()),

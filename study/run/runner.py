@@ -76,8 +76,10 @@ def _prior_notes(run: ModelRun) -> list[str]:
     notes = []
     for site in run.joint.sites:
         if not site.is_normal_prior:
+            # ImproperUniform: Stan's implicit prior on a parameter with no prior statement.
+            prior = "flat (improper)" if site.prior_name == "ImproperUniform" else site.prior_name
             notes.append(
-                f"Latent `{site.name}` has a {site.prior_name} prior, not a Gaussian: the question is "
+                f"Latent `{site.name}` has a {prior} prior, not a Gaussian: the question is "
                 f"about Gaussian priors; the Laplace target is still exact in unconstrained space "
                 f"(`{site.variable_name}`)."
             )

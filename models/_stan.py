@@ -1,0 +1,150 @@
+"""Stan constructs the posteriordb translations share, written for Pyro.
+
+- ``RestrictedNormal`` (and ``ordered_normal``): independent normal densities on
+  a constrained parameter, e.g. the components of a ``positive_ordered`` vector
+  (Stan: ``positive_ordered[K] mu; mu[k] ~ normal(m_k, s_k)``) or a positive one,
+  left unnormalised as in Stan (the truncation constant does not depend on the
+  parameters).
+- ``hmm_log_likelihood``: Stan's forward algorithm (log-sum-exp over the hidden
+  states) as a parallel scan over time.
+- ``flat``: Stan's implicit prior, flat on a parameter's support
+  (``dist.ImproperUniform``).
+
+All of them broadcast over leading batch dimensions (vectorised particles).
+"""
+
+from __future__ import annotations
+
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+from pyro.distributions.torch_distribution import TorchDistribution
+
+
+def flat(support, event_shape=()) -> dist.ImproperUniform:
+    """Stan's implicit prior: flat (improper) on ``support``, which cannot be sampled."""
+    return dist.ImproperUniform(support, (), tuple(event_shape))
+
+
+class RestrictedNormal(TorchDistribution):
+    """Unnormalised independent normals restricted to a support (Stan's truncated-normal priors).
+
+    ``log_prob(x) = sum Normal(loc, scale).log_prob(x)`` over the support's event
+    dimensions, on ``support`` only. Stan writes such priors on constrained
+    parameters (``real<lower=0> theta; theta ~ normal(1, 0.5)``, or normals on the
+    components of a ``positive_ordered`` vector) and leaves out the constant that
+    would normalise the truncated density; it does not depend on the parameter,
+    so the posterior is the same. It cannot be sampled (start from an init strategy).
+
+    Parameters
+    ----------
+    loc, scale : torch.Tensor
+        Shape ``(..., *event_shape)``.
+    support : torch.distributions.constraints.Constraint
+        ``positive``, ``independent(positive, 1)``, ``ordered_vector``,
+        ``positive_ordered_vector``, ...
+    event_dim : int, optional
+        Event dimensions (default ``support.event_dim``; Pyro's ordered-vector
+        constraints report 0, so ``ordered_normal`` passes 1).
+    """
+
+    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+    has_rsample = False
+
+    def __init__(self, loc, scale, support, event_dim=None, validate_args=None):
+        self.loc, self.scale = torch.broadcast_tensors(torch.as_tensor(loc), torch.as_tensor(scale))
+        self._support = support
+        self._event_dim = k = support.event_dim if event_dim is None else event_dim
+        shape = self.loc.shape
+        super().__init__(shape[: len(shape) - k], shape[len(shape) - k :], validate_args=validate_args)
+
+    @constraints.dependent_property
+    def support(self):
+        return self._support
+
+    def expand(self, batch_shape, _instance=None):
+        shape = torch.Size(batch_shape) + self.event_shape
+        return RestrictedNormal(self.loc.expand(shape), self.scale.expand(shape), self._support, self._event_dim)
+
+    def log_prob(self, value):
+        log_density = dist.Normal(self.loc, self.scale).log_prob(value)
+        return log_density.sum(tuple(range(-self._event_dim, 0))) if self._event_dim else log_density
+
+    def sample(self, sample_shape=torch.Size()):
+        raise NotImplementedError("RestrictedNormal is unnormalised and does not support sampling")
+
+
+def ordered_normal(loc, scale, positive: bool) -> RestrictedNormal:
+    """Normals on the components of an ``ordered`` (or ``positive_ordered``) vector."""
+    support = constraints.positive_ordered_vector if positive else constraints.ordered_vector
+    return RestrictedNormal(loc, scale, support, event_dim=1)
+
+
+def _log_matmul_exp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``log(exp(a) @ exp(b))`` over the last two dimensions, stably."""
+    return torch.logsumexp(a.unsqueeze(-1) + b.unsqueeze(-3), dim=-2)
+
+
+def hmm_log_likelihood(log_emission: torch.Tensor, log_transition: torch.Tensor) -> torch.Tensor:
+    """Stan's forward algorithm: the log likelihood with the hidden states summed out.
+
+    ``gamma_1[k] = e_1[k]``; ``gamma_t[k] = logsumexp_j(gamma_{t-1}[j] + log theta[j, k]) + e_t[k]``;
+    the result is ``logsumexp_k gamma_N[k]`` (Stan's models give the first state no
+    initial distribution: every state weighs 1). Evaluated as a product of ``N - 1``
+    matrices ``M_t[j, k] = log theta[j, k] + e_t[k]`` in the (logsumexp, +) semiring,
+    multiplied pairwise (depth log2 N instead of N sequential steps).
+
+    Parameters
+    ----------
+    log_emission : torch.Tensor
+        ``e_t[k]``, shape ``(..., N, K)``.
+    log_transition : torch.Tensor
+        ``log theta[j, k]`` (from state j to k), shape ``(..., K, K)``.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(...)``: the broadcast of both batch shapes.
+    """
+    K = log_emission.shape[-1]
+    steps = log_transition.unsqueeze(-3) + log_emission[..., 1:, :].unsqueeze(-2)  # (..., N-1, K, K)
+    while steps.shape[-3] > 1:
+        if steps.shape[-3] % 2:  # pad with the semiring's identity: 0 on the diagonal, -inf off it
+            identity = torch.full((K, K), -float("inf"), dtype=steps.dtype).fill_diagonal_(0.0)
+            steps = torch.cat([steps, identity.expand(steps.shape[:-3] + (1, K, K))], dim=-3)
+        steps = _log_matmul_exp(steps[..., 0::2, :, :], steps[..., 1::2, :, :])
+    first = log_emission[..., 0, :]
+    if steps.shape[-3] == 0:
+        return torch.logsumexp(first, -1)
+    last = _log_matmul_exp(first.unsqueeze(-2), steps[..., 0, :, :]).squeeze(-2)
+    return torch.logsumexp(last, -1)
+
+
+def linear_recurrence(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``x_1 = b_1``, ``x_t = a x_(t-1) + b_t`` along the last axis, by a parallel scan.
+
+    Stan writes such recursions (ARMA errors, GARCH variances) as loops over time;
+    with a coefficient ``a`` that does not change over time, ``x_t = sum_j a^j b_(t-j)``
+    is reached in ``ceil(log2 T)`` doubling steps (Hillis & Steele 1986): after step
+    ``k``, ``x_t`` holds the terms ``j < 2^k``. Same numbers as the loop up to
+    rounding, with ``log2 T`` instead of ``T`` operations to trace and differentiate.
+
+    Parameters
+    ----------
+    a : torch.Tensor
+        Shape ``()`` or ``(..., 1)``: broadcasts against ``b``.
+    b : torch.Tensor
+        Shape ``(..., T)``.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape of ``a * b``.
+    """
+    x = b * torch.ones_like(a)
+    power, offset, T = a, 1, b.shape[-1]
+    while offset < T:
+        shifted = torch.cat([torch.zeros_like(x[..., :offset]), x[..., :-offset]], dim=-1)
+        x = x + power * shifted
+        power, offset = power * power, 2 * offset
+    return x
