@@ -32,6 +32,7 @@ from torch.distributions import constraints
 
 from ._contract import ModelSpec
 from ._posteriordb import load_data, load_reference_draws, stack_indexed
+from ._stan import flat
 
 __all__ = [
     "blr",
@@ -58,7 +59,7 @@ def _likelihood(X: torch.Tensor, y: torch.Tensor, beta: torch.Tensor, sigma: tor
 
 
 def _flat_beta(X: torch.Tensor) -> torch.Tensor:
-    return pyro.sample("beta", dist.ImproperUniform(constraints.real, (), (X.shape[-1],)))
+    return pyro.sample("beta", flat(constraints.real, X.shape[-1:]))
 
 
 def flat_regression(X: torch.Tensor, y: torch.Tensor) -> None:
@@ -72,7 +73,7 @@ def flat_regression(X: torch.Tensor, y: torch.Tensor) -> None:
         Observations, shape ``(N,)``.
     """
     beta = _flat_beta(X)
-    sigma = pyro.sample("sigma", dist.ImproperUniform(constraints.positive, (), ()))
+    sigma = pyro.sample("sigma", flat(constraints.positive))
     _likelihood(X, y, beta, sigma)
 
 
@@ -163,7 +164,7 @@ def regression_spec(posterior: str, pretty_name: str, model, data) -> ModelSpec:
         model=model,
         data=data,
         reference_draws=partial(regression_draws, posterior),
-        needs_posteriordb=True,
+        posteriordb=posterior,
     )
 
 

@@ -9,58 +9,24 @@ y_n     ~ theta normal(mu_1, sigma_1) + (1 - theta) normal(mu_2, sigma_2)   n = 
 
 The component of each observation is summed out (``log_mix`` in Stan, a logsumexp over
 the two components here). ``mu``'s prior is Stan's ``normal(0, 2)`` on an ordered vector,
-i.e. two iid normals restricted to ``mu_1 < mu_2``: the law of sorted iid normal draws
-(``OrderedNormal``). Its unconstrained coordinates are ``mu_1`` and ``log(mu_2 - mu_1)``.
+i.e. two normal densities restricted to ``mu_1 < mu_2`` (``ordered_normal``, unnormalised
+as in Stan). Its unconstrained coordinates are ``mu_1`` and ``log(mu_2 - mu_1)``.
 """
-
-import math
 
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.distributions import constraints
 
 from models import ModelSpec
 from models._posteriordb import load_data, load_reference_draws, stack_indexed
+from models._stan import ordered_normal
 
 POSTERIOR = "low_dim_gauss_mix-low_dim_gauss_mix"
 
 
-class OrderedNormal(dist.TorchDistribution):
-    """``size`` iid ``Normal(loc, scale)`` restricted to increasing vectors.
-
-    The density on ``x_1 < ... < x_K`` is ``K! prod_k N(x_k | loc, scale)``: the law of
-    ``K`` sorted iid normal draws, which is also how it samples.
-
-    Parameters
-    ----------
-    loc, scale : torch.Tensor
-        Scalars (the batch shape is empty; Pyro's plates expand it).
-    size : int
-        ``K``, the event shape is ``(K,)``.
-    """
-
-    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
-    support = constraints.ordered_vector
-
-    def __init__(self, loc, scale, size: int, validate_args=None):
-        self.loc, self.scale, self.size = torch.as_tensor(loc), torch.as_tensor(scale), int(size)
-        super().__init__(torch.Size(), torch.Size([self.size]), validate_args=validate_args)
-
-    def sample(self, sample_shape=torch.Size()):
-        shape = self._extended_shape(sample_shape)
-        with torch.no_grad():
-            draws = self.loc + self.scale * torch.randn(shape, dtype=self.loc.dtype)
-        return draws.sort(dim=-1).values
-
-    def log_prob(self, value):
-        normal = dist.Normal(self.loc, self.scale).log_prob(value).sum(-1)
-        return normal + math.lgamma(self.size + 1)
-
-
 def model(y):
     zero = torch.zeros((), dtype=y.dtype)
-    mu = pyro.sample("mu", OrderedNormal(zero, zero + 2.0, 2))
+    mu = pyro.sample("mu", ordered_normal(torch.zeros(2, dtype=y.dtype), 2.0, positive=False))
     sigma = pyro.sample("sigma", dist.HalfNormal(zero + 2.0).expand([2]).to_event(1))
     theta = pyro.sample("theta", dist.Beta(zero + 5.0, zero + 5.0))
     # log theta, log(1 - theta), stacked on a last axis that lines up with mu's and sigma's.
@@ -89,5 +55,5 @@ SPEC = ModelSpec(
     model=model,
     data=data,
     reference_draws=reference_draws,
-    needs_posteriordb=True,
+    posteriordb=POSTERIOR,
 )

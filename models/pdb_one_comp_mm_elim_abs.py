@@ -99,5 +99,5 @@ SPEC = ModelSpec(
     model=model,
     data=data,
     reference_draws=reference_draws,
-    needs_posteriordb=True,
+    posteriordb=POSTERIOR,
 )
