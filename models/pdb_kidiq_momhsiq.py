@@ -1,0 +1,21 @@
+"""posteriordb ``kidiq-kidscore_momhsiq``: a child's test score on the mother's schooling and IQ.
+
+```
+kid_score_n ~ normal(beta_1 + beta_2 mom_hs + beta_3 mom_iq, sigma)
+beta  : flat on R^3                    (improper, as in Stan: no prior statement)
+sigma ~ half-Cauchy(0, 2.5)            (not Gaussian: flagged in the report)
+```
+
+N = 434 children (Gelman & Hill 2007, ch. 3). Uncentred IQ: the intercept and the IQ
+slope are strongly anticorrelated.
+"""
+
+from functools import partial
+
+from models._regression import columns_data, half_cauchy_sigma_regression, regression_spec
+
+POSTERIOR = "kidiq-kidscore_momhsiq"
+DATA = partial(
+    columns_data, POSTERIOR, "kid_score", ["mom_hs", "mom_iq"]
+)
+SPEC = regression_spec(POSTERIOR, "posteriordb kidiq: score ~ mom_hs + mom_iq", half_cauchy_sigma_regression, DATA)
