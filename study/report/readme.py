@@ -74,6 +74,7 @@ def study_from_results(doc: dict):
             name=name, title=m.get("title") or name, description="", param_names=params, fits=fits,
             notes=m.get("notes") or [], status=m.get("status", "ok"), reason=m.get("reason") or "",
             reference_kind=m.get("reference_kind") or "", wall_seconds=m.get("wall_seconds") or 0.0,
+            scale_children=m.get("scale_children"),
         ))
     return StudyResult(models=models, settings=settings, methods=list(doc.get("methods") or []),
                        wall_seconds=doc.get("wall_seconds") or 0.0, versions=doc.get("versions") or {},
