@@ -83,8 +83,9 @@ def study_from_results(doc: dict):
 
 def answer_block(study, answer: dict, figure_link: str | None, figure_caption: str = "") -> str:
     """The README's answer block (Markdown, between the markers)."""
-    from study.report.answer import QUESTION, answer_paragraph
+    from study.report.answer import QUESTION, SE_NOTE, answer_paragraph, headline
     from study.report.document import to_markdown
+    from study.report.topics.benchmark import benchmark_table
     from study.report.topics.overview import answer_table, titles
 
     s = study.settings
@@ -95,9 +96,13 @@ def answer_block(study, answer: dict, figure_link: str | None, figure_caption: s
     lines = [
         START,
         "",
+        headline(answer),
+        "",
         f"**Question.** {QUESTION}",
         "",
         f"**Answer** (from the default study: {run}). {answer_paragraph(answer, titles(study))}",
+        "",
+        f"*{SE_NOTE}*",
         "",
     ]
     if figure_link:
@@ -107,6 +112,11 @@ def answer_block(study, answer: dict, figure_link: str | None, figure_caption: s
     table = answer_table([(m.name, m.title, m.status, m.reason, m.reference_kind) for m in study.models],
                          answer, links=False)
     lines += [to_markdown([table], Path(".")).strip(), ""]
+    benchmark = benchmark_table(answer)
+    if benchmark is not None:
+        lines += ["**The answer over the benchmark** (sd / reference sd, every parameter of every model with a "
+                  "trusted reference; the report adds the per-model numbers and the likely causes):", "",
+                  to_markdown([benchmark], Path(".")).strip(), ""]
     lines += [
         "Regenerate this block with `make readme` (it runs `make study` first when `reports/results.json` "
         "is missing); the full report is `reports/report.html`.",
