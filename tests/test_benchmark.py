@@ -156,6 +156,9 @@ def test_worst_models_are_the_largest_typical_errors():
     errors = {f"m{k}": max(f, 1 / f) for k, f in enumerate(factors)}
     expected = sorted(errors, key=lambda n: -errors[n])[:N_WORST]
     assert bench["worst"] == expected == ["m1", "m3", "m4", "m5", "m6"]
+    # A model within ±10% of its reference is never among the worst.
+    close = make_study([make_model("a", np.full(3, 1 + 0.9 * TOLERANCE)), make_model("b", np.full(3, 0.5))])
+    assert benchmark_answer(close)["worst"] == ["b"]
 
 
 def _headline_study(svi, diag, full, collapse=1e-4, slope=-2.0):

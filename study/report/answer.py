@@ -330,7 +330,8 @@ def _tolerance() -> str:
 
 def _over(entry: dict) -> str:
     models = entry.get("n_models")
-    return (f"{entry['n']} parameters" + (f" of {models} model{'s' if models != 1 else ''}" if models else ""))
+    return (f"{entry['n']} parameter{'s' if entry['n'] != 1 else ''}"
+            + (f" of {models} model{'s' if models != 1 else ''}" if models else ""))
 
 
 def proxy_sentence(headline: dict) -> str | None:

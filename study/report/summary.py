@@ -424,7 +424,8 @@ def benchmark_answer(study: StudyResult) -> dict:
         ``n_models``); ``svi_over_laplace_diag``: σ_SVI / (1/√Hᵢᵢ) over the same models;
         ``models``: the same per model, with ``typical_error`` (exp(median |log(σ_SVI /
         reference sd)|), the ranking) and ``likely_causes``; ``worst``: the names of the
-        ``N_WORST`` models with the largest ``typical_error``; ``left_out``: model -> why.
+        ``N_WORST`` models with the largest ``typical_error``, among those off by more than
+        ``TOLERANCE``; ``left_out``: model -> why.
     """
     models, left_out = benchmark_models(study)
     out: dict = {"methods": {}, "models": {}, "worst": [], "left_out": left_out,
@@ -452,7 +453,7 @@ def benchmark_answer(study: StudyResult) -> dict:
         out["models"][model.name] = entry
     ranked = sorted((name for name, e in out["models"].items() if "typical_error" in e),
                     key=lambda name: (-out["models"][name]["typical_error"], name))
-    out["worst"] = ranked[:N_WORST]
+    out["worst"] = [name for name in ranked if out["models"][name]["typical_error"] > 1 + TOLERANCE][:N_WORST]
     return out
 
 

@@ -197,8 +197,8 @@ def thresholds_text() -> str:
             f"non-Gaussianity when √(H⁻¹)ᵢᵢ, exact for a Gaussian posterior, misses the reference sd by a typical "
             f"factor (exp(median |log ratio|)) above {NON_GAUSSIAN_GAP}; a funnel when a scale parameter has "
             f"hierarchical children (its value sets their prior's spread) and its own σ_SVI misses the reference "
-            f"by more than a factor {FUNNEL_GAP}. The worst {N_WORST} models are those with the largest typical "
-            "error of σ_SVI.")
+            f"by more than a factor {FUNNEL_GAP}. The worst models (at most {N_WORST}) are those with the largest "
+            f"typical error of σ_SVI, exp(median |log(σ_SVI / reference sd)|), among those above {fmt(1 + TOLERANCE)}.")
 
 
 def benchmark_answer_blocks(study, answer: dict) -> list:
@@ -215,7 +215,12 @@ def benchmark_answer_blocks(study, answer: dict) -> list:
                                                          for n, why in bench["left_out"].items()) + "."))
     worst = worst_bullets(answer, titles)
     if worst is not None:
-        blocks += [Paragraph(f"The worst {_plural(len(worst.items), 'model')} and their likely causes:"), worst]
+        n = len(worst.items)
+        blocks += [Paragraph("The worst model and its likely cause:" if n == 1
+                             else f"The worst {n} models and their likely causes:"), worst]
+    elif bench.get("models"):
+        blocks.append(Paragraph(f"No model's σ_SVI is off its reference by a typical factor above "
+                                f"{fmt(1 + TOLERANCE)}."))
     blocks.append(Paragraph(thresholds_text()))
     per_model = model_table(answer, titles)
     if per_model is not None:
