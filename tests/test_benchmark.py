@@ -268,3 +268,31 @@ def test_headline_numbers_come_from_results_json(study):
     allowed |= {percent(abs(1 - svi["median"])), f"{round(100 * TOLERANCE)}%", "1000"}
     numbers = re.findall(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e[-+]\d+)?%?", re.sub(r"σᵢ|Hᵢᵢ|H⁻¹|1/√", "", text))
     assert len(numbers) >= 9 and [n for n in numbers if n not in allowed] == [], text
+
+
+def test_runner_records_scale_children_and_results_json_keeps_them():
+    """The runner stores the model's scale structure; results.json carries it to the README's rebuild."""
+    import json
+
+    import pyro
+    import pyro.distributions as dist
+
+    from models import ModelSpec
+    from study.report.readme import study_from_results
+    from study.report.write import results_document
+    from study.run.runner import run_model
+
+    def model(y):
+        tau = pyro.sample("tau", dist.HalfNormal(torch.tensor(1.0, dtype=y.dtype)))
+        with pyro.plate("groups", y.shape[-1]):
+            theta = pyro.sample("theta", dist.Normal(torch.zeros((), dtype=y.dtype), tau))
+            pyro.sample("y", dist.Normal(theta, 1.0), obs=y)
+
+    spec = ModelSpec(name="centred", pretty_name="Centred", model=model,
+                     data=lambda: {"y": torch.tensor([0.5, -0.2, 1.0], dtype=torch.float64)})
+    result = run_model(spec, [], Settings.make(quick=True), progress=False)
+    assert result.status == "ok" and result.scale_children == {"tau": ["theta"]}
+    study = make_study([result, make_model("m", np.full(3, 0.5), scale_children=None)])
+    doc = json.loads(json.dumps(results_document(study, {})))
+    rebuilt = {m.name: m.scale_children for m in study_from_results(doc).models}
+    assert rebuilt == {"centred": {"tau": ["theta"]}, "m": None}
