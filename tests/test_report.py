@@ -328,3 +328,18 @@ def test_report_with_a_subset_of_methods(tmp_path):
     assert "figures/sigma-curvature-gauss-ok.png" in markdown and "collapse-gauss-ok" not in markdown
     text = answer_paragraph(study_answer(study), {m.name: m.title for m in study.models})
     assert "1/√Hᵢᵢ at the MAP" not in text and f"**{fmt(TRUSTED_RATIO)}**" in text
+
+
+def test_committed_readme_block_equals_make_readme_from_a_real_run(tmp_path):
+    """With ``STUDY_REPORT_DIR=reports`` (a default run at this commit), the committed block is exactly
+    what ``make readme`` writes from that run's results.json."""
+    import os
+
+    given = os.environ.get("STUDY_REPORT_DIR")
+    if not given:
+        pytest.skip("set STUDY_REPORT_DIR to a default run's output folder to check the committed block")
+    readme = tmp_path / "README.md"
+    shutil.copy(ROOT / "README.md", readme)
+    readme_module.update(Path(given) / "results.json", readme, tmp_path / "docs")
+    # The figure link is docs/across-models.png relative to the README in both copies.
+    assert readme.read_text(encoding="utf-8") == (ROOT / "README.md").read_text(encoding="utf-8")
