@@ -222,7 +222,9 @@ def study_answer(study: StudyResult) -> dict:
 
     Models whose NUTS reference is untrusted (``reference_untrusted``) stay out of
     every pooled comparison against the reference; ``pooled["untrusted_references"]``
-    lists them.
+    lists them. ``benchmark`` is ``benchmark_answer(study)`` (the published statistics
+    over the models with a trusted reference), ``headline`` is ``headline_answer(study)``
+    (the numbers of the three opening sentences).
     """
     per_model = {m.name: model_answer(m) for m in study.models}
     pooled: dict = {}
