@@ -109,11 +109,11 @@ def test_masked_trace_elbo_is_the_partial_elbo(name, prior, entropy):
     # The fits minimise Trace_ELBO on a masked model/guide pair (it JIT-compiles); it must be
     # exactly the explicit objective with the same terms, on the same draws. Eight schools has
     # a constrained site, so the Jacobian bookkeeping is exercised too.
-    from conftest import HAVE_POSTERIORDB
+    from conftest import skip_or_fail
     from study.methods.svi import masked_objective
 
-    if "schools" in name and not HAVE_POSTERIORDB:
-        pytest.skip("no posteriordb database")
+    if "schools" in name:
+        skip_or_fail("posteriordb")
     run = make_run(name)
     pyro.clear_param_store()
     guide = AutoNormal(run.spec.model, init_scale=0.3)
