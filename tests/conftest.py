@@ -13,6 +13,7 @@ import warnings
 import pytest
 import torch
 from scipy.stats import norm
+from scipy.stats import t as t_dist
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 torch.set_default_dtype(torch.float64)
@@ -88,13 +89,15 @@ needs_posteriordb = pytest.mark.posteriordb
 # -- statistics of the tests ----------------------------------------------------------------
 
 
-def sidak_z(n_tests: int, family_alarm_rate: float) -> float:
-    """Two-sided normal bound ``k`` with P(any of ``n_tests`` independent |z| > k) = ``family_alarm_rate``.
+def sidak_z(n_tests: int, family_alarm_rate: float, df: int | None = None) -> float:
+    """Two-sided bound ``k`` with P(any of ``n_tests`` independent |z| > k) = ``family_alarm_rate``.
 
-    Šidák's correction: each test gets the two-sided level ``1 - (1 - alpha)^(1/n)``.
+    Šidák's correction: each test gets the two-sided level ``1 - (1 - alpha)^(1/n)``. ``z`` is
+    standard normal, or Student-t with ``df`` degrees of freedom when its SE is estimated
+    from ``df`` degrees of freedom.
     """
     per_test = 1.0 - (1.0 - family_alarm_rate) ** (1.0 / n_tests)
-    return float(norm.isf(per_test / 2.0))
+    return float(norm.isf(per_test / 2.0) if df is None else t_dist.isf(per_test / 2.0, df))
 
 
 # -- models and shared fits -----------------------------------------------------------------
