@@ -36,6 +36,7 @@ def test_in_process_quick_run_writes_every_output(tmp_path):
         assert "The answer" in (tmp_path / name).read_text()
 
 
+@pytest.mark.slow  # test_reproducibility runs the same command in two fresh processes in the fast suite
 def test_subprocess_quick_run(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     result = subprocess.run(
