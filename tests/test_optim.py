@@ -16,24 +16,31 @@ from study.methods.svi import optimise, run_and_average
 from conftest import make_run
 
 
+class _Stop(Exception):
+    """Ends ``optimise`` before its first step: the schedule is fixed by then."""
+
+
 def test_the_learning_rate_decays_geometrically_from_start_to_end(monkeypatch):
-    rates = []
+    handed = {}
 
-    class Recording(ScaledLocAdam):
-        def __call__(self, params, *args, **kwargs):
-            rates.append(self.current_lr)
-            return super().__call__(params, *args, **kwargs)
+    def capture(svi, run, method, steps, snapshot):
+        handed.update(optimiser=svi.optim, steps=steps)
+        raise _Stop
 
-    monkeypatch.setattr(svi_module, "ScaledLocAdam", Recording)
-    run = make_run("seed_linear", svi_steps=200, particles=4)
-    result = optimise(run, "svi_meanfield")
-    s = run.settings
-    steps = result.steps
-    assert len(rates) == steps
+    monkeypatch.setattr(svi_module, "run_and_average", capture)
+    run = make_run("seed_linear", svi_steps=200)
+    with pytest.raises(_Stop):
+        optimise(run, "svi_meanfield")
+    s, optimiser, steps = run.settings, handed["optimiser"], handed["steps"]
+    assert isinstance(optimiser, ScaledLocAdam) and steps == 200
     # lr_t = lr_start (lr_end / lr_start)^(t / T): lr_start at the first step, lr_end after the last.
-    expected = s.lr_start * (s.lr_end / s.lr_start) ** (np.arange(steps) / steps)
+    rates = []
+    for t in range(steps + 1):
+        optimiser.steps = t
+        rates.append(optimiser.current_lr)
+    expected = s.lr_start * (s.lr_end / s.lr_start) ** (np.arange(steps + 1) / steps)
     np.testing.assert_allclose(rates, expected, rtol=1e-12)
-    assert rates[-1] * (s.lr_end / s.lr_start) ** (1 / steps) == pytest.approx(s.lr_end, rel=1e-12)
+    assert rates[0] == s.lr_start and rates[-1] == pytest.approx(s.lr_end, rel=1e-12)
 
 
 def test_means_step_in_units_of_sigma():
@@ -52,7 +59,7 @@ def test_means_step_in_units_of_sigma():
         guide.scales.b.fill_(0.001)  # AutoNormal stores scales through a softplus
     store = dict(pyro.get_param_store().named_parameters())
     sigma = {"a": guide.scales.a.item(), "b": guide.scales.b.item()}
-    optimiser = ScaledLocAdam(guide, lr=0.01)
+    optimiser = ScaledLocAdam(guide, lr=0.01, lr_decay=0.5)
     locs = {name: store[f"{guide._pyro_name}.locs.{name}"] for name in ("a", "b")}
     before = {name: p.item() for name, p in locs.items()}
     for p in store.values():
@@ -60,6 +67,13 @@ def test_means_step_in_units_of_sigma():
     optimiser(list(store.values()))
     for name in ("a", "b"):
         assert before[name] - locs[name].item() == pytest.approx(0.01 * sigma[name], rel=1e-6)
+    # The second step, with the same gradient, at the decayed rate 0.01 x 0.5 (Adam's bias-corrected
+    # moments of a constant gradient are g and g^2, so the step is lr again), in the new sigma.
+    sigma = {"a": guide.scales.a.item(), "b": guide.scales.b.item()}
+    before = {name: p.item() for name, p in locs.items()}
+    optimiser(list(store.values()))
+    for name in ("a", "b"):
+        assert before[name] - locs[name].item() == pytest.approx(0.005 * sigma[name], rel=1e-6)
 
 
 class _CountingSVI:
