@@ -11,8 +11,9 @@ import pytest
 from report_data import TRUSTED_RATIO, UNTRUSTED_RATIO, synthetic_study
 
 from study.report import readme as readme_module
-from study.report.answer import answer_paragraph, fmt, percent
-from study.report.document import inline_html
+from study.report.answer import answer_paragraph, fmt, headline, percent
+from study.report.document import inline_html, to_markdown
+from study.report.topics.benchmark import benchmark_table
 from study.report.write import results_document, write_all
 from study.report.build import build
 from study.report.topics.overview import model_anchor
@@ -135,6 +136,17 @@ def test_answer_paragraph_is_a_function_of_results_json(results, page):
     import html as html_module
 
     assert html_module.unescape(rendered) in page.paragraphs
+
+
+def test_report_opens_with_the_three_sentence_answer_then_the_benchmark(results, page, out):
+    import html as html_module
+
+    rendered = html_module.unescape(re.sub(r"<[^>]+>", "", inline_html(headline(results["answer"]))))
+    assert page.paragraphs[0] == rendered
+    assert "benchmark" in page.ids
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    assert markdown.index(headline(results["answer"])) < markdown.index("## Gaussian, correlated")
+    assert markdown.index("The answer over the benchmark") < markdown.index("## Gaussian, correlated")
 
 
 def _numbers(text: str) -> list[str]:
@@ -261,6 +273,9 @@ def test_readme_block_is_regenerated_from_results_json(out, results, tmp_path):
     block = text[text.index(readme_module.START):text.index(readme_module.END)]
     titles = {name: m["title"] for name, m in results["models"].items()}
     assert answer_paragraph(results["answer"], titles) in block
+    # It opens with the three-sentence answer, and carries the benchmark's table, both from results.json.
+    assert block.split("\n\n")[1] == headline(results["answer"])
+    assert to_markdown([benchmark_table(results["answer"])], tmp_path).strip() in block
     assert "![" in block and "(docs/across-models.png)" in block
     assert (tmp_path / "docs" / "across-models.png").stat().st_size > 1000
     assert str(tmp_path) not in text and "/tmp/" not in block
@@ -313,3 +328,18 @@ def test_report_with_a_subset_of_methods(tmp_path):
     assert "figures/sigma-curvature-gauss-ok.png" in markdown and "collapse-gauss-ok" not in markdown
     text = answer_paragraph(study_answer(study), {m.name: m.title for m in study.models})
     assert "1/√Hᵢᵢ at the MAP" not in text and f"**{fmt(TRUSTED_RATIO)}**" in text
+
+
+def test_committed_readme_block_equals_make_readme_from_a_real_run(tmp_path):
+    """With ``STUDY_REPORT_DIR=reports`` (a default run at this commit), the committed block is exactly
+    what ``make readme`` writes from that run's results.json."""
+    import os
+
+    given = os.environ.get("STUDY_REPORT_DIR")
+    if not given:
+        pytest.skip("set STUDY_REPORT_DIR to a default run's output folder to check the committed block")
+    readme = tmp_path / "README.md"
+    shutil.copy(ROOT / "README.md", readme)
+    readme_module.update(Path(given) / "results.json", readme, tmp_path / "docs")
+    # The figure link is docs/across-models.png relative to the README in both copies.
+    assert readme.read_text(encoding="utf-8") == (ROOT / "README.md").read_text(encoding="utf-8")
