@@ -115,9 +115,33 @@ def hmm_log_likelihood(log_emission: torch.Tensor, log_transition: torch.Tensor)
         steps = _log_matmul_exp(steps[..., 0::2, :, :], steps[..., 1::2, :, :])
     first = log_emission[..., 0, :]
     if steps.shape[-3] == 0:
-        return torch.logsumexp(first, -1)
-    last = _log_matmul_exp(first.unsqueeze(-2), steps[..., 0, :, :]).squeeze(-2)
-    return torch.logsumexp(last, -1)
+        total = torch.logsumexp(first, -1)
+    else:
+        total = torch.logsumexp(_log_matmul_exp(first.unsqueeze(-2), steps[..., 0, :, :]).squeeze(-2), -1)
+    # A rate that overflowed to infinity far out in the tails makes an emission density
+    # inf - inf = nan; such a point is impossible, not an error (NUTS counts it divergent).
+    return torch.nan_to_num(total, nan=-float("inf"))
+
+
+def init_to_values(values: dict):
+    """A Pyro init strategy: the given constrained values, else ``z = 0`` in unconstrained space.
+
+    Never samples, so it works with priors that cannot be sampled (``flat``,
+    ``RestrictedNormal``). ``values`` maps a site name to a tensor or to a
+    zero-argument function returning one (evaluated when first needed).
+    """
+    from torch.distributions import biject_to
+
+    def init(site=None):
+        if site is None:
+            return init
+        if site["name"] in values:
+            value = values[site["name"]]
+            return torch.as_tensor(value() if callable(value) else value, dtype=torch.get_default_dtype())
+        transform = biject_to(site["fn"].support)
+        return transform(torch.zeros(transform.inv.forward_shape(site["fn"].shape()), dtype=torch.get_default_dtype()))
+
+    return init
 
 
 def linear_recurrence(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ import torch
 
 from models import ModelSpec
 from models._posteriordb import load_data, load_reference_draws, stack_indexed
-from models._stan import ordered_normal, hmm_log_likelihood
+from models._stan import hmm_log_likelihood, init_to_values, ordered_normal
 
 POSTERIOR = "bball_drive_event_0-hmm_drive_0"
 
@@ -50,6 +50,16 @@ def data():
     }
 
 
+def _moment_rates(key):
+    """Rates a factor 2 either side of 1 / mean: a start for the MAP search near the data.
+
+    From ``z = 0`` (rates 1 and e) L-BFGS's line search overflows Pyro's doubly
+    exponential positive-ordered map; the posterior does not depend on the start.
+    """
+    rate = 1.0 / torch.tensor(load_data(POSTERIOR)[key], dtype=torch.float64).mean()
+    return torch.stack([rate / 2, rate * 2])
+
+
 def reference_draws(d):
     draws = load_reference_draws(POSTERIOR)
     K = d["alpha"].shape[-1]
@@ -63,4 +73,5 @@ SPEC = ModelSpec(
     data=data,
     reference_draws=reference_draws,
     posteriordb=POSTERIOR,
+    init_loc_fn=init_to_values({"phi": lambda: _moment_rates("u"), "lambda": lambda: _moment_rates("v")}),
 )

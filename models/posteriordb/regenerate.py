@@ -7,7 +7,7 @@ Usage::
 For every built-in model that names a posteriordb posterior (``ModelSpec.posteriordb``)
 it writes ``reference_summaries/<posterior>.json`` and ``.npz``: the gold draws
 (``reference_draws``, read from the clone) mapped to the study's flat unconstrained
-coordinates (``study.joint.FlatJoint.unconstrain``), then per element the mean, the sd
+coordinates (``study.core.joint.FlatJoint.unconstrain``), then per element the mean, the sd
 (``ddof=1``), ArviZ's Monte Carlo standard errors of both (``az.mcse``, methods
 ``"mean"`` and ``"sd"``; Vehtari et al. 2021, from the chains) and a thinned sample
 (every k-th draw of each chain, about 1000 in all) for figures and ``InferenceData``.

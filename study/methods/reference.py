@@ -25,7 +25,6 @@ import torch
 from pyro.infer import MCMC, NUTS
 
 from models._posteriordb import has_reference_summary, load_reference_summary
-
 from study.core.context import ModelRun
 from study.core.draws import gaussian_draws
 from study.methods.laplace import MapNotFound, NotPositiveDefinite, laplace_covariance, map_and_hessian
