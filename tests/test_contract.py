@@ -7,7 +7,7 @@ from models import GaussianPosterior, ModelSpec
 from study.core.joint import FlatJoint
 from study.methods.laplace_torch import _flat_index
 
-from conftest import make_run, skip_or_fail
+from conftest import HAVE_POSTERIORDB, make_run, skip_or_fail
 
 from models import builtin_models
 
