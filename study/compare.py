@@ -33,6 +33,7 @@ from models._posteriordb import ENV_VAR, PosteriorDBUnavailable, database_root
 
 from study.methods import METHODS
 from study.core.errors import one_line
+from study.core.files import unsafe_name_reason
 from study.run.runner import BadData, check_data, run_study
 from study.core.settings import Settings
 
@@ -89,6 +90,10 @@ def resolve_sources(args) -> list[str]:
     names = set(sources)
     for path in args.model:
         spec = load_model_file(path)
+        unsafe = unsafe_name_reason(spec.name)
+        if unsafe:
+            raise InputError(f"{path}: model name {spec.name!r} cannot name output files: {unsafe}; "
+                             "use letters, digits, '.', '_' and '-'")
         if spec.name in names:
             raise InputError(f"model name {spec.name!r} from {path} is already taken")
         check_model_file(spec, path)

@@ -182,7 +182,7 @@ def run_model(
                     try:
                         cache.store(name, fit)
                         fit.info["cache"] = "stored"
-                    except OSError as error:  # e.g. a full disk: the fit itself is fine
+                    except (OSError, TypeError) as error:  # a full disk, a value plain data cannot hold
                         print(f"{spec.name}: {name} not cached: {one_line(error)}", file=sys.stderr)
         else:
             fit.info["cache"] = "reused"
