@@ -33,7 +33,7 @@ from models._posteriordb import ENV_VAR, PosteriorDBUnavailable, database_root
 
 from study.methods import METHODS
 from study.core.errors import one_line
-from study.core.files import unsafe_name_reason
+from study.core.files import unsafe_name_reason, unwritable_reason
 from study.run.runner import BadData, check_data, run_study
 from study.core.settings import Settings
 
@@ -169,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
             os.environ[ENV_VAR] = str(args.posteriordb)
             database_root()  # a database given by hand must be one
         sources = resolve_sources(args)
+        if not args.list:
+            unwritable = unwritable_reason(args.out)
+            if unwritable:  # before any fit: nothing is computed that could not be kept
+                raise InputError(f"--out {args.out} is not writable: {unwritable}")
     except (InputError, ModelFileError, PosteriorDBUnavailable) as error:
         lines = str(error).strip().splitlines() or [type(error).__name__]
         print(f"error: {lines[0]}", file=sys.stderr)

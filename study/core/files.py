@@ -167,3 +167,31 @@ def inside(root: Path, *names: str) -> Path:
     if os.path.commonpath([base, os.path.realpath(path)]) != base:
         raise ValueError(f"output path {path} would leave {root}")
     return path
+
+
+def unwritable_reason(folder: Path) -> str | None:
+    """Why files cannot be written in ``folder`` (created if missing), or None when they can.
+
+    Tried for real, not guessed from permission bits (root ignores them, a
+    read-only mount does not show in them): a temporary file is created in
+    ``folder``, or, when ``folder`` does not exist yet, a temporary folder in its
+    nearest existing ancestor; either is removed at once, so nothing is left.
+    """
+    folder = Path(folder)
+    probe_in = folder
+    while not probe_in.exists():
+        if probe_in.parent == probe_in:
+            break
+        probe_in = probe_in.parent
+    if not probe_in.is_dir():
+        return f"{probe_in} is not a folder"
+    try:
+        if probe_in == folder:
+            fd, name = tempfile.mkstemp(prefix=f".write-check.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=folder)
+            os.close(fd)
+            os.unlink(name)
+        else:
+            os.rmdir(tempfile.mkdtemp(prefix=f".write-check.{os.getpid()}.", dir=probe_in))
+    except OSError as error:
+        return f"cannot write in {probe_in} ({error.strerror or type(error).__name__})"
+    return None
