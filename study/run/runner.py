@@ -192,6 +192,31 @@ def run_model(
     return result
 
 
+# A worker checks this often (seconds) whether the process that started it still runs.
+PARENT_POLL_SECONDS = 0.5
+
+
+def _watch_parent(parent: int) -> None:
+    """Worker initialiser: end this worker as soon as its parent is gone.
+
+    A parent killed by SIGKILL (or the out-of-memory killer) runs no clean-up,
+    and its workers would wait forever on a pipe nobody writes to. Once the
+    parent has died the worker is re-parented, so ``os.getppid()`` changes; a
+    daemon thread polls it every ``PARENT_POLL_SECONDS`` and exits the process
+    (``os._exit``: no clean-up that could block). Finished fits are already in
+    the cache; a fit cut short leaves at most a temporary file, which the next
+    run removes.
+    """
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
 def _worker(source: str, methods: list[str], settings: Settings, progress: bool,
             cache_dir: Path | None = None) -> ModelResult:
     return run_model(source, methods, settings, progress, cache_dir)
@@ -245,7 +270,8 @@ def run_study(
     start = time.perf_counter()
     methods = [m for m in METHODS if m in methods]
     if workers > 1 and len(sources) > 1:
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(sources)), mp_context=get_context("spawn"))
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(sources)), mp_context=get_context("spawn"),
+                                   initializer=_watch_parent, initargs=(os.getpid(),))
         try:
             futures = [pool.submit(_worker, s, methods, settings, progress, cache_dir) for s in sources]
             models = [_collect(future, source) for future, source in zip(futures, sources)]
@@ -253,9 +279,14 @@ def run_study(
             # Ctrl-C or a kill: stop the workers now rather than after their models.
             # Finished fits are already in the cache; a worker stopped mid-write leaves
             # only a temporary file, which the next run removes.
-            for process in list((getattr(pool, "_processes", None) or {}).values()):
+            processes = list((getattr(pool, "_processes", None) or {}).values())
+            for process in processes:
                 process.terminate()
-            pool.shutdown(wait=False, cancel_futures=True)
+            # Wait for them and for the pool's own thread, so that its queues are closed and
+            # their semaphores released: no "leaked semaphore objects" warning at exit.
+            for process in processes:
+                process.join(timeout=10)
+            pool.shutdown(wait=True, cancel_futures=True)
             raise
         pool.shutdown()
     else:
