@@ -58,7 +58,13 @@ def resolve(source: str | ModelSpec) -> ModelSpec:
 
 
 def check_data(spec: ModelSpec, data) -> None:
-    """Raise ``BadData`` unless ``data`` is a ``dict[str, torch.Tensor]``."""
+    """Raise ``BadData`` unless ``data`` is a ``dict[str, torch.Tensor]`` the study can fit.
+
+    Refused, each with the key, the count and the first index: NaN or inf in a
+    floating tensor, a dimension of size zero, and an integer or boolean tensor
+    where the model needs floats (observed at a continuous site, or where the
+    model fails to run on it).
+    """
     if not isinstance(data, dict):
         raise BadData(f"{spec.name}: data() returned {type(data).__name__}, expected dict[str, torch.Tensor]")
     keys = [k for k in data if not isinstance(k, str)]
@@ -70,6 +76,52 @@ def check_data(spec: ModelSpec, data) -> None:
             f"{spec.name}: data() values must be torch.Tensor; not tensors: "
             + ", ".join(f"{k} ({type(data[k]).__name__})" for k in bad)
         )
+    for key, value in data.items():
+        if 0 in value.shape:
+            dim = list(value.shape).index(0)
+            raise BadData(f"{spec.name}: data key {key!r} is empty: shape {tuple(value.shape)} "
+                          f"has size 0 in dimension {dim}")
+        if value.is_floating_point() or value.is_complex():
+            finite = torch.isfinite(value)
+            if not bool(finite.all()):
+                where = torch.nonzero(~finite)[0].tolist()
+                first = value[tuple(where)].item()
+                count = int((~finite).sum())
+                raise BadData(f"{spec.name}: data key {key!r} has {count} non-finite value"
+                              f"{'s' if count > 1 else ''} (NaN or inf) of {value.numel()}; the first, "
+                              f"{first}, at index {tuple(where)}")
+    _check_dtypes(spec, data)
+
+
+def _check_dtypes(spec: ModelSpec, data: dict) -> None:
+    """Refuse integer or boolean data where the model needs floats (a trace of the model tells)."""
+    from pyro import poutine
+
+    discrete = {k: v for k, v in data.items() if not (v.is_floating_point() or v.is_complex())}
+    if not discrete:
+        return
+    state = pyro.util.get_rng_state()  # the check must not move any random stream
+    try:
+        trace = poutine.trace(spec.model).get_trace(**data)
+    except Exception as error:
+        keys = ", ".join(f"{k!r} ({str(v.dtype).replace('torch.', '')}, {v.numel()} values, first at index "
+                         f"{(0,) * v.dim()})" for k, v in discrete.items())
+        raise BadData(f"{spec.name}: data key {keys} is not floating point and the model fails on it "
+                      f"({one_line(error)}); give floats, e.g. torch.tensor(..., dtype=torch.float64)") from None
+    finally:
+        pyro.util.set_rng_state(state)
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or not site["is_observed"]:
+            continue
+        value = site["value"]
+        key = next((k for k, v in discrete.items() if v is value), None)
+        support = getattr(site["fn"], "support", None)
+        if key is not None and support is not None and not support.is_discrete:
+            raise BadData(
+                f"{spec.name}: data key {key!r} is {str(value.dtype).replace('torch.', '')} ({value.numel()} values, "
+                f"first at index {(0,) * value.dim()}) but observed at site {name!r} of a continuous "
+                f"{type(site['fn']).__name__}; give floats, e.g. torch.tensor(..., dtype=torch.float64)"
+            )
 
 
 def _prior_notes(run: ModelRun) -> list[str]:
@@ -104,6 +156,16 @@ def _flagged(fit: Fit) -> Fit:
     if reasons:
         fit.status, fit.reason = FLAGGED, "; ".join(reasons)
     return fit
+
+
+def model_files(spec: ModelSpec) -> list[str]:
+    """The source files of a model's own functions: a failure there is reported with its line."""
+    files = []
+    for function in (spec.model, spec.data, getattr(spec, "exact_posterior", None)):
+        code = getattr(function, "__code__", None)
+        if code is not None and code.co_filename not in files:
+            files.append(code.co_filename)
+    return files
 
 
 def _source_name(source) -> str:
@@ -155,7 +217,7 @@ def run_model(
         result.status, result.reason = SKIPPED, str(error)
         return result
     except Exception as error:  # a broken model fails alone
-        result.status, result.reason = FAILED, one_line(error)
+        result.status, result.reason = FAILED, one_line(error, model_files(spec))
         return result
     result.param_names = list(run.joint.param_names)
     result.layout = [(s.variable_name, s.offset, tuple(s.unconstrained_shape)) for s in run.joint.sites]
@@ -174,7 +236,7 @@ def run_model(
             try:
                 fit = method.fit(run)
             except Exception as error:  # the report marks it failed, with the reason
-                fit = run.new_fit(name, status=FAILED, reason=one_line(error))
+                fit = run.new_fit(name, status=FAILED, reason=one_line(error, model_files(spec)))
                 if progress:
                     print(f"{spec.name}: {name} failed: {fit.reason}", file=sys.stderr)
             else:
