@@ -35,7 +35,7 @@ from study.methods import METHODS
 from study.core.errors import one_line
 from study.core.files import unsafe_name_reason, unwritable_reason
 from study.run.runner import BadData, check_data, run_study
-from study.core.settings import Settings
+from study.core.settings import MAX_SEED, Settings
 
 
 DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))
@@ -145,8 +145,8 @@ def validate(args) -> None:
         unknown = [m for m in args.methods if m not in METHODS]
         if unknown:
             raise InputError(f"unknown method {', '.join(unknown)}; known methods: {', '.join(METHODS)}")
-    if args.seed < 0:
-        raise InputError(f"--seed must be >= 0, got {args.seed}")
+    if not 0 <= args.seed < MAX_SEED:
+        raise InputError(f"--seed must be >= 0 and < 2**32 (0 to {MAX_SEED - 1}), got {args.seed}")
     if args.steps is not None and args.steps <= 0:
         raise InputError(f"--steps must be a positive integer, got {args.steps}")
     if args.seeds is not None and args.seeds < 1:

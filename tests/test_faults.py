@@ -100,7 +100,7 @@ def _rows(path: Path) -> list[dict]:
 
 
 def test_command_line_writes_everything_else_and_exits_1(tmp_path, capsys):
-    argv = ["--quick", "--steps", "100", "--workers", "1", "--no-progress", "--out", str(tmp_path),
+    argv = ["--quick", "--steps", "150", "--workers", "1", "--no-progress", "--out", str(tmp_path),
             "--models", "seed_linear", "--model", fixture("model_raises"), "--model", fixture("reference_raises"),
             "--model", fixture("step_penalty"), "--methods", "svi_meanfield", "laplace_full", "reference"]
     assert main(argv) == 1

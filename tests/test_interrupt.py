@@ -228,7 +228,7 @@ def test_sigint_then_sigkill_then_a_rerun_that_resumes(tmp_path):
 
 
 def test_a_rerun_reuses_every_fit_and_no_cache_recomputes(tmp_path, capsys):
-    argv = ["--quick", "--steps", "100", "--models", "seed_linear", "--methods", "svi_meanfield", "laplace_full",
+    argv = ["--quick", "--steps", "150", "--models", "seed_linear", "--methods", "svi_meanfield", "laplace_full",
             "reference", "--workers", "1", "--no-progress", "--out", str(tmp_path)]
     assert main(argv) == 0
     assert "0 of 3 fits reused" in capsys.readouterr().out

@@ -6,6 +6,10 @@ import zlib
 from dataclasses import asdict, dataclass, replace
 
 
+# Master seeds are in [0, MAX_SEED).
+MAX_SEED = 2**32
+
+
 @dataclass(frozen=True)
 class Settings:
     """Knobs of a study run.
@@ -83,8 +87,22 @@ class Settings:
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
     def fit_seed(self, *names: str) -> int:
-        """A seed for one fit: the master seed mixed with the fit's names (stable across runs)."""
-        return (self.seed * 1_000_003 + zlib.crc32("/".join(names).encode())) % (2**31 - 1)
+        """A seed for one fit: the master seed mixed with the fit's names (stable across runs).
+
+        Master seeds in ``[0, 2**31 - 1)`` map into ``[0, 2**31 - 1)`` as they always
+        did; seeds in ``[2**31 - 1, 2**32)`` (``MAX_SEED`` is exclusive) map into
+        ``[2**31 - 1, 2**32)``. For a fixed fit name each map is a bijection
+        (1 000 003 is prime to both moduli, ``2**31 - 1`` being prime and
+        ``2**31 + 1 = 3 * 715 827 883``), so two master seeds never give one fit the
+        same seed. Every result is below ``2**32``, as NumPy's seeding requires.
+        """
+        mix = zlib.crc32("/".join(names).encode())
+        small = 2**31 - 1
+        if not 0 <= self.seed < MAX_SEED:
+            raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
+        if self.seed < small:
+            return (self.seed * 1_000_003 + mix) % small
+        return small + ((self.seed - small) * 1_000_003 + mix) % (MAX_SEED - small)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -7,13 +7,15 @@ so user model files need not be importable by name.
 A fit that raises is marked ``failed`` with a one-line reason and the next
 method runs; a model whose data or log joint cannot be built is ``failed`` as a
 whole and the next model runs. A fit that finishes but fails a diagnostic
-(NUTS divergences above ``MAX_DIVERGENT_FRACTION``) keeps its numbers and is
-marked ``flagged``. With a cache folder, every finished fit is stored as soon
+(NUTS divergences above ``MAX_DIVERGENT_FRACTION``; an SVI fit whose σ still
+moves, ``SIGMA_DRIFT_LIMIT``, or misses the fixed point σᵢ⁻² = E_q[Hᵢᵢ] by more
+than its stated SE bound) keeps its numbers and is marked ``flagged``. With a cache folder, every finished fit is stored as soon
 as it finishes and reused by a rerun (``study.run.cache``).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import sys
@@ -42,6 +44,10 @@ from study.checks.shape import check_shapes
 # flagged: divergences mean the sampler missed regions of high curvature, so its
 # sd may be biased (Betancourt 2017, "A Conceptual Introduction to HMC", sec. 6.2).
 MAX_DIVERGENT_FRACTION = 0.01
+# An SVI fit whose sigma changed by more than this fraction between the two halves of
+# its averaging window (``info["sigma_drift"]``) has not stopped moving: flagged. Converged
+# fits of the built-in models drift by under 0.01 (seed-to-seed noise of the averages).
+SIGMA_DRIFT_LIMIT = 0.05
 
 
 class BadData(TypeError):
@@ -148,6 +154,20 @@ def flags(fit: Fit) -> list[str]:
                 f"{divergent} of {total} NUTS draws diverged ({100.0 * divergent / total:.1f}%, above "
                 f"{100.0 * MAX_DIVERGENT_FRACTION:g}%): the sampler missed part of the posterior; its sd may be biased"
             )
+    drift = info.get("sigma_drift")
+    if isinstance(drift, (int, float)) and math.isfinite(drift) and drift > SIGMA_DRIFT_LIMIT:
+        out.append(
+            f"σ had not stopped moving: it changed by {100.0 * drift:.3g}% between the halves of the averaging "
+            f"window (limit {100.0 * SIGMA_DRIFT_LIMIT:g}%); more steps are needed"
+        )
+    diagnosis = (info.get("fixed_point") or {}).get("diagnosis") or {}
+    if diagnosis.get("off"):
+        names = diagnosis["off"]
+        out.append(
+            f"fixed-point residual σᵢ²E_q[Hᵢᵢ] − 1 beyond {diagnosis.get('z_limit', 3.0):g} SE for {len(names)} of "
+            f"{len(fit.param_names) or len(names)} parameters (largest |z| {diagnosis.get('max_abs_z', float('nan')):.3g}, "
+            f"verdict: {diagnosis.get('verdict', '?')}): σ is not at the mean-field fixed point"
+        )
     return out
 
 
