@@ -429,3 +429,29 @@ def test_a_kill_at_a_random_point_leaves_no_worker_and_a_rerun_gives_the_same_by
     fresh = tmp_path / "fresh"
     assert main([*RUN, "--workers", "1", "--out", str(fresh), "--no-cache"]) == 0
     assert (out / "comparison.csv").read_bytes() == (fresh / "comparison.csv").read_bytes()
+
+
+# -- a model with many parameters: bounded figures and tables -----------------------------------------
+
+
+def test_a_2000_parameter_report_is_bounded_and_says_so(tmp_path):
+    # Its time is measured in benchmarks/large_report.py, not asserted here.
+    sys.path.insert(0, str(ROOT / "tests"))
+    from matplotlib.image import imread
+
+    from report_data import large_study
+    from study.report.summary import MAX_SHOWN_PARAMETERS
+    from study.report.write import write_all
+
+    d = 2000
+    write_all(large_study(d), tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    stated = f"{d} parameters: per-parameter figures and tables show {MAX_SHOWN_PARAMETERS} of them"
+    assert stated in markdown and f"comparison.csv and results.json hold all {d}" in markdown
+    # The σ table has one row per shown parameter; the CSV keeps every one.
+    table_rows = [line for line in markdown.splitlines() if line.startswith("| `w[") or line.startswith("| w[")]
+    assert len(table_rows) == MAX_SHOWN_PARAMETERS, len(table_rows)
+    rows = (tmp_path / "comparison.csv").read_text().splitlines()
+    assert sum(1 for r in rows if r.startswith("wide,w[") and ",laplace_full," in r) == d
+    height, width, _ = imread(tmp_path / "figures" / "intervals-wide.png").shape
+    assert width < 2000 and height < 4000, (width, height)  # 125 columns, 600 inches, before

@@ -263,7 +263,7 @@ def usable_models(study: StudyResult) -> list[ModelResult]:
 # shows a stated subset: the SHOWN_EXTREMES smallest and largest σ_SVI / (1/√Hᵢᵢ) (or sd),
 # plus a random sample of the rest (seeded by the model's name, so the report is stable).
 # comparison.csv and results.json always hold every parameter.
-MAX_SHOWN_PARAMETERS = 40
+MAX_SHOWN_PARAMETERS = 32
 SHOWN_EXTREMES = 10
 
 
