@@ -4,8 +4,10 @@ Fits every model by every method, writes ``comparison.csv``, ``results.json``,
 ``idata/<model>/<method>.nc``, ``report.md`` and ``report.html`` into ``--out``.
 
 Exit codes: 0 every requested fit ran; 1 some fit or model failed, or a fit
-was flagged (e.g. NUTS divergences; everything else is written); 2 bad input
-(nothing written, not even ``--out``); 130 interrupted (Ctrl-C or SIGTERM:
+was flagged (e.g. NUTS divergences, an SVI fit short of convergence; everything
+else is written); 2 bad input: an unknown name, bad data, an unsafe model name,
+a seed outside [0, 2**32), an ``--out`` that cannot be written (nothing written,
+not even ``--out``; nothing fitted); 130 interrupted (Ctrl-C or SIGTERM:
 no output is half-written, finished fits stay in ``<out>/cache`` and the same
 command resumes from them; ``--no-cache`` recomputes everything).
 

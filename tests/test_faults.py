@@ -69,7 +69,7 @@ def test_a_hessian_that_is_not_positive_definite_reports_its_smallest_eigenvalue
         )
         assert match, fit.reason
         assert math.isclose(float(match.group(1)), expected, rel_tol=5e-3)  # printed to 3 digits
-    assert result.fits["svi_meanfield"].status == OK  # the other methods still ran
+    assert result.fits["svi_meanfield"].ok  # the other methods still ran (100 steps: maybe flagged)
 
 
 def test_divergent_nuts_is_flagged_and_kept():

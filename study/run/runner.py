@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -110,6 +111,8 @@ def _check_dtypes(spec: ModelSpec, data: dict) -> None:
     try:
         trace = poutine.trace(spec.model).get_trace(**data)
     except Exception as error:
+        if not re.search(r"dtype|scalar type|Long|Int|Bool|Byte", str(error)):
+            return  # not about the data's type: the fit reports it, with its cause
         keys = ", ".join(f"{k!r} ({str(v.dtype).replace('torch.', '')}, {v.numel()} values, first at index "
                          f"{(0,) * v.dim()})" for k, v in discrete.items())
         raise BadData(f"{spec.name}: data key {keys} is not floating point and the model fails on it "
