@@ -1,7 +1,8 @@
 """report.html in a real headless Chromium: images decode, no console errors, every section, phone width.
 
-Runs only where Chromium, its chromedriver and selenium are installed (``.ci/run``
-installs Debian's ``chromium`` and ``chromium-driver``); skipped elsewhere. Selenium
+Needs Chromium, its chromedriver and selenium (``.ci/run`` installs Debian's
+``chromium`` and ``chromium-driver``): skipped where they are missing, failed instead
+under ``REQUIRE_BROWSER=1`` (the ``browser`` marker, ``tests/conftest.py``). Selenium
 is pointed at the system's chromedriver, so it never downloads a browser or driver.
 """
 
@@ -15,27 +16,13 @@ from pathlib import Path
 import pytest
 from report_data import synthetic_study
 
+from conftest import chromium_binary
 from study.report.write import write_all
 from study.report.topics.overview import model_anchor
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-CHROMEDRIVER = shutil.which("chromedriver")
 PHONE_WIDTH = 390  # CSS px: a common phone's viewport width
-
-try:
-    import selenium  # noqa: F401
-    HAVE_SELENIUM = True
-except ImportError:
-    HAVE_SELENIUM = False
-
-if not (CHROMIUM and CHROMEDRIVER and HAVE_SELENIUM):
-    pytest.skip(f"needs chromium, chromedriver and selenium (chromium: {CHROMIUM}, chromedriver: "
-                f"{CHROMEDRIVER}, selenium: {HAVE_SELENIUM})", allow_module_level=True)
-
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -61,13 +48,16 @@ def report(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
+    options.binary_location = chromium_binary()
     for flag in FLAGS + [f"--user-data-dir={profile}"]:
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver = webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver")), options=options)
     driver.set_page_load_timeout(60)
     yield driver
     driver.quit()

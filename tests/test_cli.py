@@ -36,6 +36,7 @@ def test_in_process_quick_run_writes_every_output(tmp_path):
         assert "The answer" in (tmp_path / name).read_text()
 
 
+@pytest.mark.slow  # test_reproducibility runs the same command in two fresh processes in the fast suite
 def test_subprocess_quick_run(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     result = subprocess.run(
@@ -71,3 +72,40 @@ def test_posteriordb_models_are_skipped_without_a_database(tmp_path, monkeypatch
     assert code == 0
     err = capsys.readouterr().err
     assert "sblrc-blr: skipped: no posteriordb database given" in err
+
+
+def test_list_prints_models_and_methods_and_writes_nothing(tmp_path, capsys):
+    from models import builtin_models
+    from study.methods import METHODS
+
+    out = tmp_path / "out"
+    assert main(["--list", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["models: " + ", ".join(builtin_models()), "methods: " + ", ".join(METHODS)]
+    assert "seed_linear" in lines[0] and "svi_meanfield" in lines[1]
+    assert not out.exists()
+
+
+def test_interrupted_in_process_main_returns_130_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    import study.compare
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study.compare, "run_study", interrupted)
+    out = tmp_path / "out"
+    assert main(["--quick", "--models", "seed_linear", "--out", str(out), "--no-progress"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
+
+
+@pytest.mark.posteriordb
+def test_posteriordb_option_reads_the_database(tmp_path, monkeypatch):
+    path = os.environ.get("POSTERIORDB_PATH")
+    monkeypatch.delenv("POSTERIORDB_PATH", raising=False)  # only the option names the database
+    code = main(["--quick", "--models", "sblrc-blr", "--methods", "laplace_full", "reference",
+                 "--posteriordb", path, "--out", str(tmp_path), "--no-progress"])
+    assert code == 0
+    model = json.loads((tmp_path / "results.json").read_text())["models"]["sblrc-blr"]
+    assert model["status"] == "ok" and model["reference_kind"] == "gold draws"
+    assert model["fits"]["reference"]["status"] == "ok" and model["fits"]["reference"]["info"]["n_draws"] >= 1000

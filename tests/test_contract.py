@@ -7,7 +7,7 @@ from models import GaussianPosterior, ModelSpec
 from study.core.joint import FlatJoint
 from study.methods.laplace_torch import _flat_index
 
-from conftest import HAVE_POSTERIORDB, make_run
+from conftest import make_run, skip_or_fail
 
 from models import builtin_models
 
@@ -16,8 +16,8 @@ ALL = list(builtin_models())
 
 def _available(name):
     spec = builtin_models()[name]
-    if spec.needs_posteriordb and not HAVE_POSTERIORDB:
-        pytest.skip("no posteriordb database")
+    if spec.needs_posteriordb:
+        skip_or_fail("posteriordb")
     return spec
 
 

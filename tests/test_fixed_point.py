@@ -6,18 +6,16 @@ import pytest
 from models._glm import posterior_precision
 from models.linear_correlated import NOISE_SCALE, PRIOR_SCALE
 from study.checks.fixed_point import Curvature, diagnose, expected_curvature, fixed_point_residual
-from study.methods.svi import fit_svi_meanfield
 
-from conftest import make_run
+from conftest import make_run, sidak_z
 
 
 @pytest.fixture(scope="module")
-def linear():
-    run = make_run("linear_correlated")
-    return run, fit_svi_meanfield(run)
+def linear(linear_meanfield):
+    return linear_meanfield  # the session's shared fit (tests/conftest.py)
 
 
-def test_residual_is_within_3_se_on_linear_correlated(linear):
+def test_residual_is_within_its_se_on_linear_correlated(linear):
     run, fit = linear
     fixed = fit.info["fixed_point"]
     # The Hessian of a Gaussian log density is constant: E_q[H_ii] = Lambda_ii exactly, no MC error.
@@ -26,8 +24,12 @@ def test_residual_is_within_3_se_on_linear_correlated(linear):
     assert np.allclose(fixed["expected_hessian_se"], 0, atol=1e-9)
     # So the SE is sigma's seed-to-seed error alone (3 seeds, pooled over 6 parameters).
     assert fit.info["seeds"] == 3 and fixed["se_includes_sigma"]
+    # Delta method: r + 1 = sigma^2 Lambda_ii, so SE(r) = 2 (1 + r) SE(sigma) / sigma.
     np.testing.assert_allclose(fixed["se"], 2 * (1 + np.asarray(fixed["r"])) * fit.info["sd_rel_se"], rtol=1e-9)
-    assert np.all(np.abs(fixed["z"]) < 3), fixed["z"]  # the test
+    # The SE is estimated from 3 seeds pooled over 6 parameters (12 degrees of freedom): each z is
+    # Student-t(12). A Šidák bound over the 6 parameters: a false alarm 1 in 1000 runs (k = 5.4;
+    # the issue's |z| < 3 without a correction fails ~6% of the time after any change of draws).
+    assert np.all(np.abs(fixed["z"]) < sidak_z(6, 1e-3, df=12)), fixed["z"]
     assert fixed["diagnosis"]["verdict"] == "fixed point"
 
 
@@ -80,13 +82,14 @@ def test_se_of_the_hessian_part_is_the_spread_of_pair_means():
     assert not residual["se_includes_sigma"]
 
 
-def test_residual_is_within_3_se_on_logistic_breast_cancer():
+def test_residual_is_within_its_se_on_logistic_breast_cancer(logistic_meanfield):
     # Non-Gaussian: E_q[H_ii] varies over q, so the SE has both parts (Hessian draws and seeds).
     # Measured with 16384 draws on this fit: every |r| < 0.025 (sigma within ~1%).
-    run = make_run("logistic_breast_cancer")
-    fit = fit_svi_meanfield(run)
+    run, fit = logistic_meanfield
     fixed = fit.info["fixed_point"]
     assert fixed["draws"] == run.settings.curvature_draws and fixed["se_includes_sigma"]
     assert np.all(np.asarray(fixed["expected_hessian_se"]) > 0)
-    assert np.all(np.abs(fixed["z"]) < 3), fixed["z"]  # the test
+    # 31 parameters; the seed part of the SE has 31 x 2 = 62 degrees of freedom (t(62)), the
+    # Hessian-draw part 512 pairs. A Šidák bound over 31 at a 1e-3 false-alarm rate (k = 4.5).
+    assert np.all(np.abs(fixed["z"]) < sidak_z(31, 1e-3, df=62)), fixed["z"]
     assert fixed["diagnosis"]["verdict"] == "fixed point"

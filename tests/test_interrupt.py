@@ -102,6 +102,63 @@ def test_the_cache_key_covers_what_determines_a_fit(seed_linear, tmp_path):
     assert _key(spec, data, settings, source=str(model_file)) != first
 
 
+def test_the_cache_key_changes_with_the_code(seed_linear, tmp_path, monkeypatch):
+    import shutil
+
+    import study.run.cache as cache_module
+
+    spec, data = seed_linear
+    settings = Settings.make(quick=True)
+    copy = tmp_path / "package"
+    for folder in ("study", "models"):
+        shutil.copytree(ROOT / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(cache_module, "_PACKAGE_ROOT", copy)
+    cache_module.code_hash.cache_clear()
+    try:
+        before = _key(spec, data, settings)
+        for edited in (copy / "study" / "methods" / "svi.py", copy / "models" / "_glm.py"):
+            edited.write_text(edited.read_text() + "\n# an edit\n")
+            cache_module.code_hash.cache_clear()
+            after = _key(spec, data, settings)
+            assert after != before, edited
+            before = after
+    finally:
+        monkeypatch.undo()
+        cache_module.code_hash.cache_clear()
+
+
+def test_the_cache_key_changes_with_the_package_versions(seed_linear):
+    spec, data = seed_linear
+    settings = Settings.make(quick=True)
+
+    def key(found):
+        return FitCache(Path("."), model_fingerprint(spec, "seed_linear", data, found), settings).key("laplace_full")
+
+    base = versions()
+    assert key(dict(base)) == key(base)
+    for package in ("torch", "pyro-ppl", "arviz", "numpy", "python"):
+        assert key({**base, package: base[package] + ".post1"}) != key(base), package
+
+
+def test_the_cache_key_changes_with_the_posteriordb_files(seed_linear, tmp_path, monkeypatch):
+    spec, data = seed_linear
+    spec = replace(spec, needs_posteriordb=True)  # as a posteriordb model: its reference draws are files
+    settings = Settings.make(quick=True)
+    database = tmp_path / "posteriordb" / "posterior_database"
+    (database / "posteriors").mkdir(parents=True)
+    draws = database / "reference_posteriors" / "draws" / "draws" / "m.json.zip"
+    draws.parent.mkdir(parents=True)
+    draws.write_bytes(b"draws v1")
+    monkeypatch.setenv("POSTERIORDB_PATH", str(tmp_path / "posteriordb"))
+    before = _key(spec, data, settings)
+    assert _key(spec, data, settings) == before
+    draws.write_bytes(b"draws v2, longer")  # new reference draws
+    after = _key(spec, data, settings)
+    assert after != before
+    (database / "posteriors" / "m.json").write_text("{}")  # a new file
+    assert _key(spec, data, settings) != after
+
+
 def test_an_unreadable_or_foreign_entry_is_ignored(seed_linear, tmp_path):
     spec, data = seed_linear
     cache = FitCache(tmp_path, model_fingerprint(spec, "seed_linear", data, versions()), Settings.make(quick=True))
@@ -225,6 +282,18 @@ def test_sigint_then_sigkill_then_a_rerun_that_resumes(tmp_path):
     assert main([*ARGS, "--workers", "1", "--out", str(fresh), "--no-cache"]) == 0
     assert not (fresh / "cache").exists()
     assert (out / "comparison.csv").read_bytes() == (fresh / "comparison.csv").read_bytes()
+
+
+def test_sigterm_exits_130_and_leaves_nothing_half_written(tmp_path):
+    out = tmp_path / "out"
+    process = _start(out, workers=1)
+    _wait_for_entries(process, out, 1)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    _assert_nothing_half_written(out, allow_temporaries=False)
+    assert 1 <= len(_entries(out)) < N_FITS
 
 
 def test_a_rerun_reuses_every_fit_and_no_cache_recomputes(tmp_path, capsys):

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from models._glm import posterior_precision
 from models.linear_correlated import NOISE_SCALE, PRIOR_SCALE
 from study.methods.laplace import fit_laplace_diag, fit_laplace_full, map_and_hessian
 from study.methods.laplace_torch import fit_laplace_torch_diag, fit_laplace_torch_full
@@ -15,7 +14,8 @@ from conftest import make_run
 @pytest.fixture(scope="module")
 def linear():
     run = make_run("linear_correlated")
-    precision = posterior_precision(run.data["X"], PRIOR_SCALE, NOISE_SCALE).numpy()
+    X = run.data["X"].numpy()
+    precision = X.T @ X / NOISE_SCALE**2 + np.eye(X.shape[1]) / PRIOR_SCALE**2  # PRML eq. 3.54
     return run, precision
 
 
@@ -48,8 +48,72 @@ def test_laplace_torch_agrees_with_exact_hessian_on_glms(name):
     np.testing.assert_allclose(fit_laplace_torch_diag(run).sd, fit_laplace_diag(run).sd, rtol=1e-6)
 
 
-def test_map_is_a_stationary_point_with_positive_definite_hessian():
+# -- closed-form oracles in NumPy: the joint's derivatives, not the code's own -------------------
+
+
+def _logistic_design(run):
+    """``(A, y)``: the design with a column of ones for the intercept (flat order ``w``, then ``b``)."""
+    X, y = run.data["X"].numpy(), run.data["y"].numpy()
+    return np.hstack([X, np.ones((X.shape[0], 1))]), y
+
+
+def _logistic_gradient_and_hessian(A, y, z):
+    """Of U(z) = -sum_n [y_n a_n.z - log(1 + exp(a_n.z))] + |z|^2 / 2 (N(0, 1) priors), in NumPy."""
+    p = 1.0 / (1.0 + np.exp(-(A @ z)))
+    gradient = A.T @ (p - y) + z
+    hessian = A.T @ (A * (p * (1 - p))[:, None]) + np.eye(A.shape[1])
+    return gradient, hessian
+
+
+@pytest.fixture(scope="module")
+def logistic_map():
     run = make_run("logistic_breast_cancer")
-    found = map_and_hessian(run)
-    assert found["grad_norm"] < 1e-6
-    assert torch.linalg.eigvalsh(found["hessian"])[0] > 0
+    return run, map_and_hessian(run)
+
+
+def test_logistic_map_is_stationary_by_the_closed_form_gradient(logistic_map):
+    run, found = logistic_map
+    A, y = _logistic_design(run)
+    z = found["z"].numpy()
+    gradient, hessian = _logistic_gradient_and_hessian(A, y, z)
+    # Newton's last step from here is H^-1 g: far below any sd of the posterior (1e-6 of the smallest).
+    newton_step = np.linalg.solve(hessian, gradient)
+    assert np.all(np.abs(newton_step) < 1e-6 * np.sqrt(np.diag(np.linalg.inv(hessian)))), newton_step
+    assert np.linalg.eigvalsh(hessian)[0] > 0
+
+
+def test_logistic_hessian_is_the_closed_form(logistic_map):
+    run, found = logistic_map
+    A, y = _logistic_design(run)
+    _, expected = _logistic_gradient_and_hessian(A, y, found["z"].numpy())
+    np.testing.assert_allclose(found["hessian"].numpy(), expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
+    # Away from the MAP too, and the gradient: a random point, exact up to round-off.
+    z = np.random.default_rng(0).normal(0, 0.5, A.shape[1])
+    gradient, hessian = _logistic_gradient_and_hessian(A, y, z)
+    _, grad = run.joint.potential_and_grad(torch.as_tensor(z))
+    np.testing.assert_allclose(grad.numpy(), gradient, rtol=1e-9, atol=1e-9 * np.abs(gradient).max())
+    np.testing.assert_allclose(run.joint.hessian(torch.as_tensor(z)).numpy(), hessian,
+                               rtol=1e-9, atol=1e-9 * np.abs(hessian).max())
+    # laplace_full / laplace_diag are the closed form's sqrt((H^-1)_ii) and 1/sqrt(H_ii) at the MAP.
+    run.cache.clear()
+    _, at_map = _logistic_gradient_and_hessian(A, y, found["z"].numpy())
+    np.testing.assert_allclose(fit_laplace_full(run).sd, np.sqrt(np.diag(np.linalg.inv(at_map))), rtol=1e-7)
+    np.testing.assert_allclose(fit_laplace_diag(run).sd, 1 / np.sqrt(np.diag(at_map)), rtol=1e-7)
+
+
+def test_linear_gaussian_gradient_and_hessian_are_the_closed_form(linear):
+    # U(w) = |y - X w|^2 / (2 s^2) + |w|^2 / (2 p^2): gradient -X^T (y - X w) / s^2 + w / p^2,
+    # Hessian X^T X / s^2 + I / p^2 at every w.
+    run, _ = linear
+    X, y = run.data["X"].numpy(), run.data["y"].numpy()
+    for w in np.random.default_rng(1).normal(0, 1, (3, X.shape[1])):
+        _, grad = run.joint.potential_and_grad(torch.as_tensor(w))
+        expected = -X.T @ (y - X @ w) / NOISE_SCALE**2 + w / PRIOR_SCALE**2
+        np.testing.assert_allclose(grad.numpy(), expected, rtol=1e-10, atol=1e-10 * np.abs(expected).max())
+        hessian = X.T @ X / NOISE_SCALE**2 + np.eye(X.shape[1]) / PRIOR_SCALE**2
+        np.testing.assert_allclose(run.joint.hessian(torch.as_tensor(w)).numpy(), hessian, rtol=1e-10)
+    # The MAP solves the normal equations, to far below a posterior sd (the search stops at a
+    # Newton decrement of ~1e-13 |U|, not at machine precision in z).
+    w_map = np.linalg.solve(hessian, X.T @ y / NOISE_SCALE**2)
+    marginal_sd = np.sqrt(np.diag(np.linalg.inv(hessian)))
+    assert np.all(np.abs(map_and_hessian(run)["z"].numpy() - w_map) < 1e-6 * marginal_sd)

@@ -17,12 +17,12 @@ def _exact_covariance(run):
     return np.linalg.inv(posterior_precision(run.data["X"], PRIOR_SCALE, NOISE_SCALE).numpy())
 
 
-def test_linear_response_is_exact_on_a_gaussian_posterior():
+def test_linear_response_is_exact_on_a_gaussian_posterior(linear_meanfield):
     # The Hessian of a Gaussian log density is constant, so with antithetic draws the
-    # mu-log sigma block vanishes and Sigma_LR = Lambda^-1 exactly, at any (mu, sigma):
-    # a short mean-field fit is enough to show it.
-    run = make_run("linear_correlated", svi_steps=300, svi_seeds=1)
-    run.fits["svi_meanfield"] = fit_svi_meanfield(run)
+    # mu-log sigma block vanishes and Sigma_LR = Lambda^-1 exactly, at any (mu, sigma).
+    # The session's shared mean-field fit (tests/conftest.py) serves.
+    run, meanfield = linear_meanfield
+    run.fits["svi_meanfield"] = meanfield
     fit = fit_svi_meanfield_lr(run)
     exact = _exact_covariance(run)
     assert fit.info["reused_svi_meanfield"]

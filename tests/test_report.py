@@ -1,6 +1,7 @@
 """The report, its figures and the README block: structure, links, and numbers that come from results.json."""
 
 import json
+import os
 import re
 import shutil
 from html.parser import HTMLParser
@@ -11,8 +12,9 @@ import pytest
 from report_data import TRUSTED_RATIO, UNTRUSTED_RATIO, synthetic_study
 
 from study.report import readme as readme_module
-from study.report.answer import answer_paragraph, fmt, percent
-from study.report.document import inline_html
+from study.report.answer import answer_paragraph, fmt, headline, percent
+from study.report.document import inline_html, to_markdown
+from study.report.topics.benchmark import benchmark_table
 from study.report.write import results_document, write_all
 from study.report.build import build
 from study.report.topics.overview import model_anchor
@@ -23,11 +25,26 @@ VOID = {"meta", "img", "br", "hr", "link", "input", "col", "source", "wbr"}
 
 
 @pytest.fixture(scope="module")
-def out(tmp_path_factory):
-    """The synthetic study written by the real output path (CSV, JSON, ArviZ, figures, report)."""
+def written(tmp_path_factory):
+    """``(folder, renamed)``: the synthetic study written by the real output path (CSV, JSON,
+    ArviZ, figures, report), and every path ``os.replace`` renamed a file onto meanwhile."""
     out = tmp_path_factory.mktemp("report")
-    write_all(synthetic_study(), out)
-    return out
+    renamed = []
+    real_replace = os.replace
+
+    def recording_replace(source, target, *args, **kwargs):
+        real_replace(source, target, *args, **kwargs)
+        renamed.append(Path(target).resolve())
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "replace", recording_replace)
+        write_all(synthetic_study(), out)
+    return out, renamed
+
+
+@pytest.fixture(scope="module")
+def out(written):
+    return written[0]
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +140,14 @@ def test_markdown_images_are_relative_and_exist(out):
     assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(Path(link).name for link in links)
 
 
-def test_figures_are_written_atomically(out):
-    assert not [p for p in (out / "figures").iterdir() if p.name.startswith(".")]
+def test_every_output_is_written_atomically(written):
+    # Each file must appear by a rename from a temporary name (README: "Every file is written
+    # to a temporary name and renamed into place"); a plain savefig or write_text would not.
+    out, renamed = written
+    files = sorted(p.resolve() for p in out.rglob("*") if p.is_file())
+    assert {p.suffix for p in files} >= {".csv", ".json", ".md", ".html", ".nc", ".png"}
+    assert [p for p in files if p not in renamed] == []
+    assert len(renamed) == len(set(renamed)) == len(files)  # each written once, no temporaries left
 
 
 def test_answer_paragraph_is_a_function_of_results_json(results, page):
@@ -135,6 +158,17 @@ def test_answer_paragraph_is_a_function_of_results_json(results, page):
     import html as html_module
 
     assert html_module.unescape(rendered) in page.paragraphs
+
+
+def test_report_opens_with_the_three_sentence_answer_then_the_benchmark(results, page, out):
+    import html as html_module
+
+    rendered = html_module.unescape(re.sub(r"<[^>]+>", "", inline_html(headline(results["answer"]))))
+    assert page.paragraphs[0] == rendered
+    assert "benchmark" in page.ids
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    assert markdown.index(headline(results["answer"])) < markdown.index("## Gaussian, correlated")
+    assert markdown.index("The answer over the benchmark") < markdown.index("## Gaussian, correlated")
 
 
 def _numbers(text: str) -> list[str]:
@@ -261,6 +295,9 @@ def test_readme_block_is_regenerated_from_results_json(out, results, tmp_path):
     block = text[text.index(readme_module.START):text.index(readme_module.END)]
     titles = {name: m["title"] for name, m in results["models"].items()}
     assert answer_paragraph(results["answer"], titles) in block
+    # It opens with the three-sentence answer, and carries the benchmark's table, both from results.json.
+    assert block.split("\n\n")[1] == headline(results["answer"])
+    assert to_markdown([benchmark_table(results["answer"])], tmp_path).strip() in block
     assert "![" in block and "(docs/across-models.png)" in block
     assert (tmp_path / "docs" / "across-models.png").stat().st_size > 1000
     assert str(tmp_path) not in text and "/tmp/" not in block
@@ -313,3 +350,40 @@ def test_report_with_a_subset_of_methods(tmp_path):
     assert "figures/sigma-curvature-gauss-ok.png" in markdown and "collapse-gauss-ok" not in markdown
     text = answer_paragraph(study_answer(study), {m.name: m.title for m in study.models})
     assert "1/√Hᵢᵢ at the MAP" not in text and f"**{fmt(TRUSTED_RATIO)}**" in text
+
+
+def test_committed_readme_block_equals_make_readme_from_a_real_run(tmp_path):
+    """With ``STUDY_REPORT_DIR=reports`` (a default run at this commit), the committed block is exactly
+    what ``make readme`` writes from that run's results.json."""
+    import os
+
+    given = os.environ.get("STUDY_REPORT_DIR")
+    if not given:
+        pytest.skip("set STUDY_REPORT_DIR to a default run's output folder to check the committed block")
+    readme = tmp_path / "README.md"
+    shutil.copy(ROOT / "README.md", readme)
+    readme_module.update(Path(given) / "results.json", readme, tmp_path / "docs")
+    # The figure link is docs/across-models.png relative to the README in both copies.
+    assert readme.read_text(encoding="utf-8") == (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_readme_table_numbers_all_come_from_results_json(out, results, tmp_path):
+    """Every number of the README block's table is one of results.json's answer, as the report prints it."""
+    readme = tmp_path / "README.md"
+    shutil.copy(ROOT / "README.md", readme)
+    readme_module.update(out / "results.json", readme, tmp_path / "docs")
+    text = readme.read_text()
+    block = text[text.index(readme_module.START):text.index(readme_module.END)]
+    titles = {m["title"] for m in results["models"].values()}
+    # The per-model table: one row per model, first cell its title (the benchmark table follows).
+    rows = [line for line in block.splitlines()
+            if line.startswith("| ") and line.strip("| ").split(" | ")[0] in titles]
+    assert len(rows) == len(results["models"])
+    allowed = _printed_values(results["answer"], set())
+    allowed |= {fmt(float(v), 2) for v in allowed if re.fullmatch(r"-?[\d.]+(e[-+]\d+)?", v)}  # SEs: 2 digits
+    for row in rows:
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        numbers = _numbers(" ".join(cells[2:]).replace("/1000", ""))  # past the model's title and reference
+        ok = any(m["title"] == cells[0] and m["status"] == "ok" for m in results["models"].values())
+        assert bool(numbers) == ok, row  # a failed model's row carries its reason, no numbers
+        assert [n for n in numbers if n not in allowed] == [], row

@@ -1,5 +1,6 @@
 """Same seed and settings, same bytes; another seed, another sigma within Monte Carlo error."""
 
+import json
 import os
 import subprocess
 import sys
@@ -36,6 +37,25 @@ def _same_bytes_in_fresh_processes(tmp_path: Path, models: list[str], extra: lis
     one = (tmp_path / "one" / "comparison.csv").read_bytes()
     assert one == (tmp_path / "two" / "comparison.csv").read_bytes()
     assert one.count(b"\n") > 20 and b",failed," not in one and b",flagged," not in one
+    # results.json: the same document once wall times (and the command line, which names the
+    # two --out folders and --workers) are left out.
+    first, second = (_without_timings(json.loads((tmp_path / run / "results.json").read_text()))
+                     for run in ("one", "two"))
+    assert first == second
+    # Every ArviZ file, byte for byte.
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one" / "idata").rglob("*.nc"))
+    assert files and files == sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two" / "idata").rglob("*.nc"))
+    for path in files:
+        assert (tmp_path / "one" / path).read_bytes() == (tmp_path / "two" / path).read_bytes(), path
+
+
+def _without_timings(value):
+    """``results.json`` without wall-clock times (keys ending in ``seconds``) and the command."""
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if not k.endswith("seconds") and k != "command"}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
 
 
 def test_same_seed_same_bytes_with_and_without_workers(tmp_path):

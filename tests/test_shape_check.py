@@ -11,7 +11,7 @@ from study.run.runner import run_model
 from study.core.settings import Settings
 from study.checks.shape import check_shapes
 
-from conftest import HAVE_POSTERIORDB
+from conftest import skip_or_fail
 
 BROKEN = Path(__file__).parent / "broken_models"
 
@@ -49,7 +49,7 @@ def test_a_broken_model_fails_alone_before_any_fit():
 @pytest.mark.parametrize("name", list(builtin_models()))
 def test_every_builtin_model_passes(name):
     spec = builtin_models()[name]
-    if spec.needs_posteriordb and not HAVE_POSTERIORDB:
-        pytest.skip("no posteriordb database")
+    if spec.needs_posteriordb:
+        skip_or_fail("posteriordb")
     record = check_shapes(_joint(spec))
     assert record["particles"] >= 3 and record["sites"]

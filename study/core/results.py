@@ -68,6 +68,9 @@ class ModelResult:
 
     ``layout`` lists each latent site as ``(variable name, flat offset,
     unconstrained shape)`` so flat draws can be turned back into sites.
+    ``scale_children`` maps each latent scale site with hierarchical children to
+    those children (``study.core.structure.hierarchical_scales``); None when not
+    assessed.
     """
 
     name: str
@@ -81,6 +84,7 @@ class ModelResult:
     reference_kind: str = ""
     layout: list[tuple[str, int, tuple[int, ...]]] = field(default_factory=list)
     wall_seconds: float = 0.0
+    scale_children: dict[str, list[str]] | None = None
 
     @property
     def reference(self) -> Fit | None:

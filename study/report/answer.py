@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from study.report.summary import BAND
+from study.report.summary import BAND, TOLERANCE
 
 # A model "follows" a comparison when at least this share of its parameters lie
 # within a factor BAND of the compared sd.
@@ -83,6 +83,9 @@ def _listing(items: list[str]) -> str:
         return "".join(items)
     sep = "; " if any("," in item for item in items) else ", "
     return sep.join(items[:-1]) + (";" if sep == "; " else "") + " and " + items[-1]
+
+
+listing = _listing  # the public name, for the report's topics
 
 
 def _in_band(x) -> bool:
@@ -297,3 +300,109 @@ def answer_paragraph(answer: dict, titles: dict[str, str] | None = None) -> str:
     parts = (curvature_sentences(answer, groups, titles) + reference_sentences(answer, groups, titles)
              + collapse_sentences(answer, titles))
     return " ".join(parts) if parts else "No model produced the fits needed for an answer."
+
+
+# -- the answer a reader gets first ---------------------------------------------------------------
+#
+# Three sentences, each with its key number and that number's Monte Carlo SE: what σ is a
+# proxy for, what it misses and by how much, what happens without the KL term. Every
+# wording is chosen by a threshold on the numbers of ``summary.headline_answer`` and
+# ``summary.benchmark_answer``.
+
+# σ "is" a proxy for 1/√Hᵢᵢ (or matches the reference) when the median ratio is within
+# summary.TOLERANCE (±10%) of 1.
+# σ has "collapsed" when the expected-loss run's σ ends below this fraction of σ_SVI.
+COLLAPSED = 0.1
+
+
+def _close(entry: dict) -> bool:
+    return abs(entry["median"] - 1.0) <= TOLERANCE
+
+
+def _stat(entry: dict, bold: bool = True) -> str:
+    """``**0.544** ± 0.0083`` from a ``summary.pooled_statistics`` entry; ``*``: the SE leaves a source out."""
+    return _median(entry, bold)
+
+
+def _tolerance() -> str:
+    return f"±{round(100 * TOLERANCE)}%"
+
+
+def _over(entry: dict) -> str:
+    models = entry.get("n_models")
+    return (f"{entry['n']} parameter{'s' if entry['n'] != 1 else ''}"
+            + (f" of {models} model{'s' if models != 1 else ''}" if models else ""))
+
+
+def proxy_sentence(headline: dict) -> str | None:
+    proxy = headline.get("proxy")
+    if not proxy:
+        return None
+    share = f"{percent(proxy['share_within'])} of them within {_tolerance()}"
+    if _close(proxy):
+        return (f"The learned σ is a proxy for the Hessian diagonal: σᵢ ≈ 1/√Hᵢᵢ, the conditional sd of each "
+                f"parameter given the others, with σ_SVI / (1/√Hᵢᵢ) at a median {_stat(proxy)} over "
+                f"{_over(proxy)} ({share}).")
+    return (f"The learned σ is not a close proxy for the Hessian diagonal in this run: σ_SVI / (1/√Hᵢᵢ) has "
+            f"median {_stat(proxy)} over {_over(proxy)} ({share}).")
+
+
+def misses_sentence(benchmark: dict) -> str | None:
+    methods = benchmark.get("methods", {})
+    svi, full = methods.get("svi_meanfield"), methods.get("laplace_full")
+    if not svi:
+        return None
+    over = f"over {_over(svi)} with a trusted reference"
+    if _close(svi):
+        return (f"It misses little of the posterior's marginal sd: σ_SVI / reference sd has median {_stat(svi)} "
+                f"{over} ({percent(svi['share_within'])} within {_tolerance()}).")
+    direction = "short of" if svi["median"] < 1 else "above"
+    gap = abs(1.0 - svi["median"])
+    text = (f"a median {percent(gap)} {direction} the reference marginal sd (σ_SVI / reference sd "
+            f"{_stat(svi)} {over}, {percent(svi['share_within'])} within {_tolerance()})")
+    if full and _close(full) and svi["median"] < 1:
+        return (f"It misses the correlations between parameters, and with them {text}, where √(H⁻¹)ᵢᵢ, which "
+                f"keeps them, is at {_stat(full, bold=False)}.")
+    if full:
+        return (f"It misses the posterior's marginal sd by {text}; even √(H⁻¹)ᵢᵢ is at "
+                f"{_stat(full, bold=False)}, so part of the gap is the posterior's departure from a Gaussian.")
+    return f"It misses the posterior's marginal sd by {text}."
+
+
+def collapse_sentence(headline: dict) -> str | None:
+    collapse = headline.get("collapse")
+    if not collapse:
+        return None
+    steps = f"after {collapse['steps']} steps " if collapse.get("steps") else ""
+    falling = ""
+    if collapse.get("n_slopes"):
+        where = ("every model" if collapse["n_falling"] == collapse["n_slopes"]
+                 else f"{collapse['n_falling']} of {collapse['n_slopes']} models")
+        falling = (f", still falling in {where} (median slope of log σ {fmt(collapse['median_slope'])} per "
+                   "1000 steps)")
+    if collapse["median"] < COLLAPSED and collapse.get("n_falling") == collapse.get("n_slopes"):
+        return (f"Without the KL term (no prior, no entropy) σ collapses towards 0: {steps}it is a median "
+                f"{_stat(collapse)} of σ_SVI over {_over(collapse)}{falling}.")
+    return (f"Without the KL term (no prior, no entropy) σ did not collapse in this run: {steps}it is a median "
+            f"{_stat(collapse)} of σ_SVI over {_over(collapse)}{falling}.")
+
+
+def headline(answer: dict) -> str:
+    """The opening of the report and the README: at most three sentences, each number with its SE.
+
+    Parameters
+    ----------
+    answer : dict
+        ``study.report.summary.study_answer(study)``, or ``results.json["answer"]``.
+    """
+    parts = [proxy_sentence(answer.get("headline", {})), misses_sentence(answer.get("benchmark", {})),
+             collapse_sentence(answer.get("headline", {}))]
+    parts = [p for p in parts if p]
+    return " ".join(parts) if parts else "No model produced the fits needed for an answer."
+
+
+SE_NOTE = ("In the opening sentences and the benchmark table each ± is the Monte Carlo SE of the median itself, "
+           "propagated from every ratio's own error (the seed-to-seed error of σ_SVI, the reference's Monte Carlo "
+           "error); in the paragraph above and the per-model table it is the typical SE of one ratio, which the "
+           "median of many ratios can only undercut. * marks an SE that leaves out a source of error (the "
+           "expected-loss run's own noise, a single-seed fit's optimiser noise).")

@@ -29,6 +29,7 @@ from study.methods import METHODS
 from study.core.results import OK, ModelResult, StudyResult
 from study.report.summary import BAND, SVI, sd_ratios, shown_parameters
 from study.report.topics.ablation import ablation_answer, ablation_blocks
+from study.report.topics.benchmark import benchmark_answer_blocks
 from study.report.topics.collapse import collapse_curve
 from study.report.topics.curvature import sigma_vs_curvature
 from study.report.topics.fixed_point import fixed_point_answer, fixed_point_blocks
@@ -369,6 +370,7 @@ def build(study: StudyResult, answer: dict, figures: dict[str, list[Image]] | No
     figures = figures or {}
     blocks: list = [Heading(1, TITLE)]
     blocks.extend(answer_blocks(study, answer, answer_figures or []))
+    blocks.extend(benchmark_answer_blocks(study, answer))
     if fig_dir is not None:
         blocks.extend(detail_answer_blocks(study, answer, fig_dir))
     for contribute in ANSWER_BLOCKS + list(extra_answer_blocks or []):

@@ -27,7 +27,12 @@ def to_inference_data(model: ModelResult, fit: Fit) -> az.InferenceData:
         "method": fit.method,
         "space": "unconstrained (the guide's coordinates)",
     }
-    return az.from_dict(posterior=posterior, attrs=attrs)
+    idata = az.from_dict(posterior=posterior, attrs=attrs)
+    # ArviZ stamps every group with the time it was built; without it the same fit gives the
+    # same file, byte for byte (a rerun reproduces idata/*.nc, as it does results.json).
+    for group in idata.groups():
+        idata[group].attrs.pop("created_at", None)
+    return idata
 
 
 def _size(shape) -> int:

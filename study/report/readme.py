@@ -74,6 +74,7 @@ def study_from_results(doc: dict):
             name=name, title=m.get("title") or name, description="", param_names=params, fits=fits,
             notes=m.get("notes") or [], status=m.get("status", "ok"), reason=m.get("reason") or "",
             reference_kind=m.get("reference_kind") or "", wall_seconds=m.get("wall_seconds") or 0.0,
+            scale_children=m.get("scale_children"),
         ))
     return StudyResult(models=models, settings=settings, methods=list(doc.get("methods") or []),
                        wall_seconds=doc.get("wall_seconds") or 0.0, versions=doc.get("versions") or {},
@@ -82,8 +83,9 @@ def study_from_results(doc: dict):
 
 def answer_block(study, answer: dict, figure_link: str | None, figure_caption: str = "") -> str:
     """The README's answer block (Markdown, between the markers)."""
-    from study.report.answer import QUESTION, answer_paragraph
+    from study.report.answer import QUESTION, SE_NOTE, answer_paragraph, headline
     from study.report.document import to_markdown
+    from study.report.topics.benchmark import benchmark_table
     from study.report.topics.overview import answer_table, titles
 
     s = study.settings
@@ -94,9 +96,13 @@ def answer_block(study, answer: dict, figure_link: str | None, figure_caption: s
     lines = [
         START,
         "",
+        headline(answer),
+        "",
         f"**Question.** {QUESTION}",
         "",
         f"**Answer** (from the default study: {run}). {answer_paragraph(answer, titles(study))}",
+        "",
+        f"*{SE_NOTE}*",
         "",
     ]
     if figure_link:
@@ -106,6 +112,11 @@ def answer_block(study, answer: dict, figure_link: str | None, figure_caption: s
     table = answer_table([(m.name, m.title, m.status, m.reason, m.reference_kind) for m in study.models],
                          answer, links=False)
     lines += [to_markdown([table], Path(".")).strip(), ""]
+    benchmark = benchmark_table(answer)
+    if benchmark is not None:
+        lines += ["**The answer over the benchmark** (sd / reference sd, every parameter of every model with a "
+                  "trusted reference; the report adds the per-model numbers and the likely causes):", "",
+                  to_markdown([benchmark], Path(".")).strip(), ""]
     lines += [
         "Regenerate this block with `make readme` (it runs `make study` first when `reports/results.json` "
         "is missing); the full report is `reports/report.html`.",

@@ -222,7 +222,9 @@ def study_answer(study: StudyResult) -> dict:
 
     Models whose NUTS reference is untrusted (``reference_untrusted``) stay out of
     every pooled comparison against the reference; ``pooled["untrusted_references"]``
-    lists them.
+    lists them. ``benchmark`` is ``benchmark_answer(study)`` (the published statistics
+    over the models with a trusted reference), ``headline`` is ``headline_answer(study)``
+    (the numbers of the three opening sentences).
     """
     per_model = {m.name: model_answer(m) for m in study.models}
     pooled: dict = {}
@@ -245,7 +247,8 @@ def study_answer(study: StudyResult) -> dict:
         }
     if untrusted:
         pooled["untrusted_references"] = sorted(untrusted)
-    return {"models": per_model, "pooled": pooled}
+    return {"models": per_model, "pooled": pooled, "benchmark": benchmark_answer(study),
+            "headline": headline_answer(study)}
 
 
 def usable_fit(model: ModelResult, method: str):
@@ -297,3 +300,232 @@ def shown_parameters(model: ModelResult) -> tuple[np.ndarray, str]:
     text = (f"{d} parameters: per-parameter figures and tables show {len(shown)} of them ({how}); "
             f"comparison.csv and results.json hold all {d}.")
     return shown, text
+
+
+# -- the answer over the benchmark -----------------------------------------------------------
+#
+# The statistics that published studies of variational inference report over a suite of
+# posteriors: per parameter the ratio sd / reference sd, pooled over every parameter of
+# every model with a trusted reference; its median, its 10-90% range and the share of
+# parameters within ±10% of the reference.
+
+TOLERANCE = 0.10  # "within ±10%": |sd / reference sd - 1| <= TOLERANCE
+LOW_QUANTILE, HIGH_QUANTILE = 0.10, 0.90
+# The methods compared with the reference, in the order the tables list them.
+BENCHMARK_METHODS = ("svi_meanfield", "svi_meanfield_lr", "svi_lowrank", "svi_fullrank", "laplace_full")
+# Monte Carlo SE of a pooled statistic: each ratio redrawn from N(ratio, SE²) this many times
+# (a fixed seed keeps the report deterministic); the SE estimate's own relative error is
+# about 1/sqrt(2 * MEDIAN_SE_DRAWS), 2%.
+MEDIAN_SE_DRAWS = 1000
+MEDIAN_SE_SEED = 0
+# Likely causes of a model's error, each read off a measured diagnostic by one threshold:
+# - correlation: the marginal sd √(H⁻¹)ᵢᵢ exceeds the conditional sd 1/√Hᵢᵢ by more than
+#   this factor for the median parameter (they are equal when the posterior's Hessian is
+#   diagonal; Bishop, PRML §10.1.2);
+CORRELATION_GAP = 1.25
+# - non-Gaussian: √(H⁻¹)ᵢᵢ, exact for a Gaussian posterior, misses the reference sd by more
+#   than this factor for the median parameter (exp(median |log ratio|));
+NON_GAUSSIAN_GAP = 1.25
+# - funnel: a scale parameter with hierarchical children (study.core.structure) whose
+#   σ_SVI misses its reference sd by more than this factor.
+FUNNEL_GAP = 1.25
+N_WORST = 5
+
+
+def pooled_statistics(ratios: np.ndarray, se: np.ndarray | None = None, se_complete: bool = True,
+                      seed: int = MEDIAN_SE_SEED) -> dict:
+    """The published statistics of a set of sd ratios, with their Monte Carlo SEs.
+
+    Parameters
+    ----------
+    ratios : np.ndarray
+        Shape ``(n,)``: sd / reference sd, one per parameter.
+    se : np.ndarray, optional
+        Shape ``(n,)``: each ratio's Monte Carlo SE (``ratio_standard_error``).
+    se_complete : bool
+        False when ``se`` leaves out a source of error (a single-seed fit's optimiser noise).
+    seed : int
+        Seed of the redraws that propagate ``se``.
+
+    Returns
+    -------
+    dict
+        ``n``, ``median``, ``q10``, ``q90``, ``share_within`` (share with |ratio − 1| ≤
+        ``TOLERANCE``), ``median_se`` and ``share_se`` (None without ``se``),
+        ``se_complete``. The SEs propagate the ratios' Monte Carlo errors: each ratio is
+        redrawn ``MEDIAN_SE_DRAWS`` times from N(ratio, se²) and the statistic's sd over
+        the redraws is its SE (a parametric bootstrap; Efron & Tibshirani 1993, §6.5). They
+        do not include the spread over which models the benchmark happens to hold.
+    """
+    ratios = np.asarray(ratios, dtype=float)
+    out = {
+        "n": int(ratios.size),
+        "median": float(np.median(ratios)),
+        "q10": float(np.quantile(ratios, LOW_QUANTILE)),
+        "q90": float(np.quantile(ratios, HIGH_QUANTILE)),
+        "share_within": float(np.mean(np.abs(ratios - 1.0) <= TOLERANCE)),
+        "median_se": None,
+        "share_se": None,
+        "se_complete": False,
+    }
+    if se is not None:
+        se = np.asarray(se, dtype=float)
+        noisy = ratios + se * np.random.default_rng(seed).standard_normal((MEDIAN_SE_DRAWS, ratios.size))
+        # Rounded to 12 digits: a constant column's sd is a rounding residue, not an error.
+        out["median_se"] = round(float(np.std(np.median(noisy, axis=1), ddof=1)), 12)
+        out["share_se"] = round(float(np.std(np.mean(np.abs(noisy - 1.0) <= TOLERANCE, axis=1), ddof=1)), 12)
+        out["se_complete"] = bool(se_complete)
+    return out
+
+
+def _pool(models: list[ModelResult], numerator: str, denominator: str) -> dict | None:
+    """``pooled_statistics`` of ``numerator / denominator`` over every parameter of ``models``."""
+    values, errors = [], []
+    for model in models:
+        ratios = sd_ratios(model, numerator, denominator)
+        if ratios is not None:
+            values.append(ratios)
+            errors.append(ratio_standard_error(model, numerator, denominator))
+    if not values:
+        return None
+    known = all(se is not None for se, _ in errors)
+    se = np.concatenate([se for se, _ in errors]) if known else None
+    out = pooled_statistics(np.concatenate(values), se, known and all(c for _, c in errors))
+    out["n_models"] = len(values)
+    return out
+
+
+def _scale_parameters(model: ModelResult) -> list[int]:
+    """Flat indices of the scale sites that have hierarchical children (``ModelResult.scale_children``)."""
+    sites = model.scale_children or {}
+    return [i for i, name in enumerate(model.param_names)
+            if any(name == s or name.startswith(f"{s} (") or name.startswith(f"{s}[") for s in sites)]
+
+
+def likely_causes(model: ModelResult) -> dict:
+    """The measured diagnostics behind a model's error, and the causes their thresholds name.
+
+    Returns
+    -------
+    dict
+        ``correlation_gap``: median of √(H⁻¹)ᵢᵢ / (1/√Hᵢᵢ); ``non_gaussian_gap``:
+        exp(median |log(√(H⁻¹)ᵢᵢ / reference sd)|); ``funnel_gap``: the largest factor by
+        which σ_SVI misses the reference sd on a scale parameter with hierarchical children
+        (None without one; ``funnel_scales`` names them); ``causes``: the subset of
+        ``"correlation"``, ``"non-Gaussian"``, ``"funnel"`` whose threshold is exceeded;
+        ``assessed``: the diagnostics that could be computed.
+    """
+    out: dict = {"correlation_gap": None, "non_gaussian_gap": None, "funnel_gap": None,
+                 "funnel_scales": sorted(model.scale_children or {}), "causes": [], "assessed": []}
+    marginal_over_conditional = sd_ratios(model, "laplace_full", "laplace_diag")
+    if marginal_over_conditional is not None:
+        out["correlation_gap"] = float(np.median(marginal_over_conditional))
+        out["assessed"].append("correlation")
+        if out["correlation_gap"] > CORRELATION_GAP:
+            out["causes"].append("correlation")
+    laplace = sd_ratios(model, "laplace_full", "reference")
+    if laplace is not None:
+        out["non_gaussian_gap"] = float(np.exp(np.median(np.abs(np.log(laplace)))))
+        out["assessed"].append("non-Gaussian")
+        if out["non_gaussian_gap"] > NON_GAUSSIAN_GAP:
+            out["causes"].append("non-Gaussian")
+    svi = sd_ratios(model, SVI, "reference")
+    if model.scale_children is not None:
+        out["assessed"].append("funnel")
+        scales = _scale_parameters(model)
+        if scales and svi is not None:
+            out["funnel_gap"] = float(np.max(np.exp(np.abs(np.log(svi[scales])))))
+            if out["funnel_gap"] > FUNNEL_GAP:
+                out["causes"].append("funnel")
+    return out
+
+
+def benchmark_models(study: StudyResult) -> tuple[list[ModelResult], dict[str, str]]:
+    """The models with a trusted reference, and why each other model is left out."""
+    kept, left_out = [], {}
+    for model in study.models:
+        if model.status != OK:
+            left_out[model.name] = f"{model.status}: {model.reason}"
+        elif model.reference is None:
+            left_out[model.name] = "no usable reference"
+        elif reference_untrusted(model) is not None:
+            left_out[model.name] = f"untrusted NUTS reference ({reference_untrusted(model)['reason']})"
+        else:
+            kept.append(model)
+    return kept, left_out
+
+
+def benchmark_answer(study: StudyResult) -> dict:
+    """The answer over the benchmark: the published statistics, pooled and per model.
+
+    Returns
+    -------
+    dict
+        ``methods``: per method of ``BENCHMARK_METHODS``, ``pooled_statistics`` of sd /
+        reference sd over every parameter of every model with a trusted reference (plus
+        ``n_models``); ``svi_over_laplace_diag``: σ_SVI / (1/√Hᵢᵢ) over the same models;
+        ``models``: the same per model, with ``typical_error`` (exp(median |log(σ_SVI /
+        reference sd)|), the ranking) and ``likely_causes``; ``worst``: the names of the
+        ``N_WORST`` models with the largest ``typical_error``, among those off by more than
+        ``TOLERANCE``; ``left_out``: model -> why.
+    """
+    models, left_out = benchmark_models(study)
+    out: dict = {"methods": {}, "models": {}, "worst": [], "left_out": left_out,
+                 "n_models": len(models), "n_parameters": int(sum(len(m.param_names) for m in models))}
+    for method in BENCHMARK_METHODS:
+        pooled = _pool(models, method, "reference")
+        if pooled is not None:
+            out["methods"][method] = pooled
+    diag = _pool(models, SVI, "laplace_diag")
+    if diag is not None:
+        out["svi_over_laplace_diag"] = diag
+    for model in models:
+        entry: dict = {"methods": {}}
+        for method in BENCHMARK_METHODS:
+            pooled = _pool([model], method, "reference")
+            if pooled is not None:
+                entry["methods"][method] = pooled
+        diag = _pool([model], SVI, "laplace_diag")
+        if diag is not None:
+            entry["svi_over_laplace_diag"] = diag
+        svi = sd_ratios(model, SVI, "reference")
+        if svi is not None:
+            entry["typical_error"] = float(np.exp(np.median(np.abs(np.log(svi)))))
+        entry["likely_causes"] = likely_causes(model)
+        out["models"][model.name] = entry
+    ranked = sorted((name for name, e in out["models"].items() if "typical_error" in e),
+                    key=lambda name: (-out["models"][name]["typical_error"], name))
+    out["worst"] = [name for name in ranked if out["models"][name]["typical_error"] > 1 + TOLERANCE][:N_WORST]
+    return out
+
+
+def headline_answer(study: StudyResult) -> dict:
+    """The numbers of the three opening sentences, each with its Monte Carlo SE.
+
+    Returns
+    -------
+    dict
+        ``proxy``: σ_SVI / (1/√Hᵢᵢ) over every parameter of every model that ran
+        (``pooled_statistics``); ``collapse``: the expected-loss run's final σ over σ_SVI
+        over the same parameters, with ``n_falling`` (models whose log σ was still falling)
+        and ``median_slope`` (median over models of the median slope of log σ per 1000 steps).
+        The comparison with the reference is ``benchmark_answer``'s ``methods["svi_meanfield"]``.
+    """
+    models = usable_models(study)
+    out: dict = {}
+    proxy = _pool(models, SVI, "laplace_diag")
+    if proxy is not None:
+        out["proxy"] = proxy
+    collapse = _pool(models, "expected_loss", SVI)
+    if collapse is not None:
+        fits = [usable_fit(m, "expected_loss") for m in models if usable_fit(m, SVI) is not None]
+        infos = [f.info for f in fits if f is not None]
+        slopes = [i["median_log_sigma_slope_per_1000_steps"] for i in infos
+                  if i.get("median_log_sigma_slope_per_1000_steps") is not None]
+        collapse["n_falling"] = int(sum(s < 0 for s in slopes))
+        collapse["n_slopes"] = len(slopes)
+        collapse["median_slope"] = float(np.median(slopes)) if slopes else None
+        steps = {i.get("steps") for i in infos}
+        collapse["steps"] = steps.pop() if len(steps) == 1 else None
+        out["collapse"] = collapse
+    return out

@@ -48,6 +48,7 @@ def results_document(study: StudyResult, answer: dict) -> dict:
             "reference_kind": m.reference_kind,
             "parameters": m.param_names,
             "wall_seconds": m.wall_seconds,
+            "scale_children": m.scale_children,
             "fits": {
                 name: {
                     "status": fit.status,

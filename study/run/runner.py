@@ -39,6 +39,7 @@ from study.methods.reference import NUTS_KIND, reference_kind
 from study.core.errors import one_line
 from study.core.results import FAILED, FLAGGED, OK, SKIPPED, Fit, ModelResult, StudyResult
 from study.core.settings import Settings
+from study.core.structure import hierarchical_scales
 from study.checks.shape import check_shapes
 
 # A NUTS run with more divergent transitions than this fraction of its draws is
@@ -245,6 +246,10 @@ def run_model(
     result.param_names = list(run.joint.param_names)
     result.layout = [(s.variable_name, s.offset, tuple(s.unconstrained_shape)) for s in run.joint.sites]
     result.notes.extend(_prior_notes(run))
+    try:  # for the report's likely causes (a funnel); a model it cannot trace is simply not assessed
+        result.scale_children = hierarchical_scales(spec.model, data)
+    except Exception:  # noqa: BLE001
+        result.scale_children = None
     result.reference_kind = reference_kind(run)
     for name, method in METHODS.items():
         if name not in methods:

@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 
 
 from study.core.results import OK, StudyResult  # noqa: E402
-from study.report.answer import QUESTION, answer_paragraph, fmt, ratio_cell  # noqa: E402
+from study.report.answer import QUESTION, SE_NOTE, answer_paragraph, fmt, headline, ratio_cell  # noqa: E402
 from study.report.document import Heading, Image, Paragraph, Table, slug  # noqa: E402
 from study.report.plotting import (  # noqa: E402
     INV_SQRT_H, SIGMA_SVI, plain_log_ticks, save, untrusted_reference,
@@ -88,9 +88,12 @@ def answer_table(study_or_models, answer: dict, links: bool = True) -> Table:
 
 
 def answer_blocks(study: StudyResult, answer: dict, answer_figures: list[Image]) -> list:
-    """The answer section: question, paragraph, the across-models figure, the per-model table."""
-    blocks: list = [Heading(2, "The answer", anchor="answer"), Paragraph(f"*{QUESTION}*")]
+    """The answer section: the three-sentence answer, the question, the detailed paragraph, the
+    across-models figure, the per-model table."""
+    blocks: list = [Heading(2, "The answer", anchor="answer"), Paragraph(headline(answer)),
+                    Paragraph(f"*{QUESTION}*")]
     blocks.append(Paragraph(answer_paragraph(answer, titles(study))))
+    blocks.append(Paragraph(f"*{SE_NOTE}*"))
     blocks.extend(answer_figures)
     blocks.append(answer_table(study, answer))
     return blocks
