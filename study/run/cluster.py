@@ -100,12 +100,13 @@ def fit_group(source: str, methods: list[str], settings: Settings, progress: boo
 
 
 def _model_cache(source: str, settings: Settings, cache_dir: Path | None):
-    """The client's ``FitCache`` for one model, or None (no cache, or the model cannot load here)."""
+    """The client's ``(FitCache, ModelRun)`` for one model, or None (no cache, or it cannot load here)."""
     if cache_dir is None:
         return None
     import pyro
     import torch
 
+    from study.core.context import ModelRun
     from study.run.cache import FitCache, model_fingerprint
 
     torch.set_default_dtype(torch.float64)
@@ -113,8 +114,9 @@ def _model_cache(source: str, settings: Settings, cache_dir: Path | None):
         spec = resolve(source)
         pyro.set_rng_seed(settings.fit_seed(spec.name, "model"))  # as run_model does before data()
         data = spec.data()
+        run = ModelRun.create(spec, settings, data)
         source_path = "" if isinstance(source, ModelSpec) else str(source)
-        return FitCache(cache_dir, model_fingerprint(spec, source_path, data, versions()), settings)
+        return FitCache(cache_dir, model_fingerprint(spec, source_path, data, versions()), settings), run
     except Exception:  # the model is broken or skipped: its task says so
         return None
 
@@ -222,24 +224,34 @@ def run_study_dask(
                        wall_seconds=time.perf_counter() - start, versions=versions(), command=command)
 
 
-def _cached_fits(cache, group: list[str]) -> dict[str, Fit] | None:
-    """The group's fits when every one of them is cached, else None (the group runs)."""
-    if cache is None:
+def _cached_fits(cached, group: list[str]) -> dict[str, Fit] | None:
+    """The group's fits when every one of them is cached or does not apply, else None (the group runs).
+
+    As in ``run_model``: a method that does not apply is skipped with its reason (those are
+    never stored), every other one is read from the cache.
+    """
+    if cached is None:
         return None
+    cache, run = cached
     fits = {}
     for method in group:
-        fit = cache.load(method)
-        if fit is None:
-            return None
-        fit.info["cache"] = "reused"
-        fits[method] = _flagged(fit)
+        reason = METHODS[method].applies(run)
+        if reason:
+            fit = run.new_fit(method, status=SKIPPED, reason=reason)
+        else:
+            fit = cache.load(method)
+            if fit is None:
+                return None
+            fit.info["cache"] = "reused"
+        fits[method] = run.fits[method] = _flagged(fit)
     return fits
 
 
-def _store(cache, part: ModelResult) -> None:
+def _store(cached, part: ModelResult) -> None:
     """Store a finished task's fits in the client's cache as it arrives (as ``run_model`` does)."""
-    if cache is None:
+    if cached is None:
         return
+    cache, _ = cached
     for method, fit in part.fits.items():
         if fit.status in (FAILED, SKIPPED):
             continue
