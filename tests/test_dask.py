@@ -74,8 +74,10 @@ def test_a_killed_worker_fails_only_its_fits_and_the_run_exits_1(tmp_path, monke
         rows = list(csv.DictReader(handle))
     status = {row["method"]: (row["status"], row["reason"]) for row in rows}
     failed = [m for m, (s, _) in status.items() if s == "failed"]
-    assert len(failed) == 1, status  # one task (one method here) lost its worker
-    assert "dask task failed" in status[failed[0]][1] and "KilledWorker" in status[failed[0]][1]
+    # The tasks on the killed worker (the running one, and any already queued there) fail, with
+    # the reason; the task(s) on the other worker finish.
+    assert 1 <= len(failed) < len(status), status
+    assert all("dask task failed" in status[m][1] and "KilledWorker" in status[m][1] for m in failed), status
     assert all(s == "ok" for m, (s, _) in status.items() if m not in failed), status
 
 
