@@ -140,6 +140,7 @@ def test_the_stopping_rule_needs_both_a_still_sigma_and_a_flat_loss():
     assert converged(flat, still, still * 1.005, s)
     assert not converged(falling, still, still * 1.005, s)
     assert not converged(flat, still, still * torch.tensor([1.02, 1.02, 1.02, 1.0, 1.0]), s)  # median drift 2%
+    assert not converged(flat, still, still * torch.tensor([1.04, 1.0, 1.0, 1.0, 1.0]), s)  # one sigma 4%
 
 
 def test_a_converged_fit_stops_before_the_cap_and_keeps_its_window():

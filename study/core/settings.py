@@ -63,7 +63,8 @@ class Settings:
         No check before this fraction of the step cap.
     stop_sigma_drift : float
         Converged only when the median over parameters of the relative change of
-        sigma_i between the two halves of the averaging window is below this...
+        sigma_i between the two halves of the averaging window is below this, and the
+        largest such change below ``stop_sigma_drift_max``...
     stop_loss_z : float
         ... and the mean loss fell between the two halves by less than this many
         standard errors of that difference.
@@ -92,6 +93,7 @@ class Settings:
     check_every: int = 100
     min_steps_fraction: float = 0.3
     stop_sigma_drift: float = 0.01
+    stop_sigma_drift_max: float = 0.025
     stop_loss_z: float = 2.0
 
     @classmethod

@@ -204,12 +204,13 @@ def converged(losses: np.ndarray, sd_first: torch.Tensor, sd_second: torch.Tenso
 
     Both must hold:
 
-    * sigma has stopped moving: ``median_i |sd_second_i / sd_first_i - 1| < stop_sigma_drift``,
-      sigma_i averaged over each half of the window. The median, not the maximum (the
-      fit's reported ``sigma_drift``): over 31 parameters the largest of these changes
-      is set by the optimiser's noise (about 3% at the rates where a fit has converged),
-      while a systematic drift moves most of them. The fixed-point residual
-      (``study.checks.fixed_point``) is the check that no single sigma stopped short;
+    * sigma has stopped moving: ``median_i |sd_second_i / sd_first_i - 1| < stop_sigma_drift``
+      and ``max_i |...| < stop_sigma_drift_max``, sigma_i averaged over each half of the
+      window. The median catches a systematic drift (it moves most sigmas); the looser
+      bound on the largest change (the fit's reported ``sigma_drift``) keeps one slow
+      parameter from stopping short, without waiting for the optimiser's noise, which
+      alone puts the largest of 31 such changes near 3% at a rate where the fit has
+      converged. The fixed-point residual (``study.checks.fixed_point``) stays the proof;
     * the objective has stopped falling: the mean loss of the first half minus that of
       the second is below ``stop_loss_z`` standard errors of that difference, the
       per-step losses taken as independent Monte Carlo draws (their noise is the
@@ -222,8 +223,8 @@ def converged(losses: np.ndarray, sd_first: torch.Tensor, sd_second: torch.Tenso
     sd_first, sd_second : torch.Tensor
         Shape ``(d,)``: sigma averaged over each half of the window.
     """
-    drift = float((sd_second / sd_first - 1.0).abs().median())
-    if not drift < settings.stop_sigma_drift:
+    drift = (sd_second / sd_first - 1.0).abs()
+    if not (float(drift.median()) < settings.stop_sigma_drift and float(drift.max()) < settings.stop_sigma_drift_max):
         return False
     half = len(losses) // 2
     first, second = losses[:half], losses[half:]
