@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixture_models"
 # Tiny fits: these tests are about where fits run, not about their accuracy.
 TINY = ["--quick", "--steps", "60", "--seeds", "2", "--no-progress"]
-METHODS = ["--methods", "svi_meanfield", "svi_meanfield_lr", "expected_loss", "kl_ablation", "laplace_diag",
-           "reference"]
+# Two groups of methods that reuse a fit (data_sweep does not apply to seed_linear: skipped), two alone.
+METHODS = ["--methods", "svi_meanfield", "svi_meanfield_lr", "data_sweep", "expected_loss", "kl_ablation",
+           "laplace_diag", "reference"]
 LOCAL = ["--scheduler", "local", "--workers", "2"]  # two single-threaded worker processes
 
 
@@ -25,7 +26,7 @@ def _timeless(value):
     """results.json without what is timing or cache bookkeeping (it differs between any two runs)."""
     if isinstance(value, dict):
         return {k: _timeless(v) for k, v in value.items()
-                if not (k.endswith("seconds") or k in ("cache", "command"))}
+                if not ("seconds" in k or k in ("cache", "command"))}
     if isinstance(value, list):
         return [_timeless(v) for v in value]
     return value
@@ -40,15 +41,15 @@ def test_method_groups_keep_reusing_methods_with_the_fit_they_reuse():
 
 def test_local_cluster_gives_the_serial_bytes_and_its_cache_is_reused(tmp_path):
     serial, dask = tmp_path / "serial", tmp_path / "dask"
-    models = ["--models", "seed_linear", "linear_correlated"]  # kl_ablation runs on one, is skipped on the other
+    models = ["--models", "seed_linear"]
     assert main([*TINY, *models, *METHODS, "--workers", "1", "--no-cache", "--out", str(serial)]) == 0
     assert main([*TINY, *models, *METHODS, *LOCAL, "--out", str(dask)]) == 0
     csv_bytes = (serial / "comparison.csv").read_bytes()
     assert csv_bytes == (dask / "comparison.csv").read_bytes()
-    assert csv_bytes.count(b"\n") > 20 and b",failed," not in csv_bytes
+    assert csv_bytes.count(b"\n") > 5 and b",failed," not in csv_bytes and b",skipped," in csv_bytes
     results = json.loads((dask / "results.json").read_text())
     assert _timeless(json.loads((serial / "results.json").read_text())) == _timeless(results)
-    # Every fit was stored as it arrived: a rerun on the cluster submits nothing and gives the same bytes.
+    # Every fit was stored as it arrived: a rerun submits nothing (no cluster starts) and gives the same bytes.
     fits = [f for m in results["models"].values() for f in m["fits"].values()]
     assert fits and all(f["info"].get("cache") == "stored" for f in fits if f["status"] == "ok")
     assert main([*TINY, *models, *METHODS, *LOCAL, "--out", str(dask)]) == 0

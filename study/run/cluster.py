@@ -182,7 +182,7 @@ def run_study_dask(
     groups = method_groups(methods)
     posteriordb = os.environ.get(ENV_VAR)
     models = [describe(source, settings) for source in sources]
-    client, cluster = _client(scheduler, workers)
+    client = cluster = None  # started at the first fit the cache lacks: a warm rerun needs no cluster
     try:
         futures = {}
         caches = {}
@@ -195,6 +195,8 @@ def run_study_dask(
                 if cached is not None:
                     model.fits.update(cached)
                     continue
+                if client is None:
+                    client, cluster = _client(scheduler, workers)
                 future = client.submit(fit_group, source, group, settings, progress, posteriordb, pure=False,
                                        key=f"fit-{i}-{model.name}-{group[0]}-{uuid.uuid4().hex[:8]}")
                 futures[future] = (i, group)
@@ -215,7 +217,8 @@ def run_study_dask(
             model.fits.update(part.fits)
             model.wall_seconds += part.wall_seconds
     finally:
-        client.close()
+        if client is not None:
+            client.close()
         if cluster is not None:
             cluster.close()
     for model in models:
