@@ -200,7 +200,7 @@ def run_study_dask(
                 future = client.submit(fit_group, source, group, settings, progress, posteriordb, pure=False,
                                        key=f"fit-{i}-{model.name}-{group[0]}-{uuid.uuid4().hex[:8]}")
                 futures[future] = (i, group)
-        for future in as_completed(list(futures)):
+        for future in as_completed(list(futures)) if futures else ():
             i, group = futures[future]
             model = models[i]
             try:
