@@ -66,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="independent svi_meanfield runs whose mean and standard error are reported "
                              "(default 3; 2 with --quick)")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                        help=f"models fitted in parallel processes (default {DEFAULT_WORKERS}: this machine's cores, at most 4)")
+                        help=f"models fitted in parallel processes (default {DEFAULT_WORKERS}: this machine's cores, at most 4); "
+                             "with --scheduler local, the LocalCluster's worker processes")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="fit on a dask.distributed cluster: its scheduler's address (tcp://host:8786), "
+                             "or 'local' for a LocalCluster on this machine (needs pip install .[dask])")
     parser.add_argument("--posteriordb", type=Path, metavar="PATH",
                         help=f"a posteriordb database (default: ${ENV_VAR}); without one those models are skipped")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -155,6 +159,11 @@ def validate(args) -> None:
         raise InputError(f"--seeds must be a positive integer, got {args.seeds}")
     if args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
+    if args.scheduler is not None:
+        from importlib.util import find_spec
+
+        if find_spec("distributed") is None:
+            raise InputError("--scheduler needs dask.distributed, which is not installed: pip install '.[dask]'")
     if args.out.exists() and not args.out.is_dir():
         raise InputError(f"--out {args.out} exists and is not a folder")
 
@@ -194,8 +203,18 @@ def main(argv: list[str] | None = None) -> int:
     remove_stale_temporaries(args.out)  # left by a run that was killed while writing
     cache_dir = None if args.no_cache else args.out / "cache"
     try:
-        study = run_study(sources, methods, settings, workers=args.workers, progress=not args.no_progress,
-                          command=command.strip(), cache_dir=cache_dir)
+        if args.scheduler:
+            from study.run.cluster import SchedulerError, run_study_dask
+
+            try:
+                study = run_study_dask(sources, methods, settings, args.scheduler, workers=args.workers,
+                                       progress=not args.no_progress, command=command.strip(), cache_dir=cache_dir)
+            except SchedulerError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 2
+        else:
+            study = run_study(sources, methods, settings, workers=args.workers, progress=not args.no_progress,
+                              command=command.strip(), cache_dir=cache_dir)
         paths = write_all(study, args.out)
     except KeyboardInterrupt:
         kept = "; finished fits are in the cache, the same command resumes" if cache_dir else ""

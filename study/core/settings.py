@@ -56,6 +56,22 @@ class Settings:
         Models of the data-size sweep (``data_sweep``).
     sweep_halvings : int
         The sweep fits the data at ``N, N/2, ..., N/2**sweep_halvings`` rows.
+    stop_early : bool
+        Stop an SVI fit with a decaying learning rate (``svi_meanfield``, ``svi_lowrank``,
+        ``svi_fullrank``) once it has converged; ``svi_steps`` is then a cap
+        (``study.methods.svi.converged``). Constant-rate runs (``expected_loss``, the
+        ablation) never stop early: they are there to show a trend.
+    check_every : int
+        Steps between two convergence checks.
+    min_steps_fraction : float
+        No check before this fraction of the step cap.
+    stop_sigma_drift : float
+        Converged only when the median over parameters of the relative change of
+        sigma_i between the two halves of the averaging window is below this, and the
+        largest such change below ``stop_sigma_drift_max``...
+    stop_loss_z : float
+        ... and the mean loss fell between the two halves by less than this many
+        standard errors of that difference.
     """
 
     seed: int = 0
@@ -77,6 +93,12 @@ class Settings:
     sweep_models: tuple[str, ...] = ("linear_correlated", "logistic_breast_cancer")
     sweep_halvings: int = 3
     quick: bool = False
+    stop_early: bool = True
+    check_every: int = 100
+    min_steps_fraction: float = 0.3
+    stop_sigma_drift: float = 0.01
+    stop_sigma_drift_max: float = 0.025
+    stop_loss_z: float = 2.0
 
     @classmethod
     def make(cls, quick: bool = False, **overrides) -> "Settings":

@@ -35,7 +35,6 @@ import hashlib
 import io
 import json
 import platform
-import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
