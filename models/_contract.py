@@ -130,6 +130,11 @@ class ModelSpec:
         Caps NUTS trajectories (2**depth leapfrog steps) where NUTS is the
         reference; lower it only for posteriors NUTS cannot mix in anyway
         (multimodal networks), and read the ESS and R-hat it reports.
+    no_reference : str
+        Why no method can give this model a trusted reference (e.g. NUTS cannot mix
+        across a network's permutation modes). When set, the ``reference`` method is
+        skipped with this reason, in the report and ``comparison.csv``, instead of
+        spending minutes on a reference the study would leave out anyway.
     """
 
     name: str
@@ -145,6 +150,7 @@ class ModelSpec:
     needs_posteriordb: bool = False
     svi_steps_scale: float = 1.0
     nuts_max_tree_depth: int = 10
+    no_reference: str = ""
     tags: tuple[str, ...] = field(default=())
 
     @property

@@ -4,8 +4,10 @@ Fits every model by every method, writes ``comparison.csv``, ``results.json``,
 ``idata/<model>/<method>.nc``, ``report.md`` and ``report.html`` into ``--out``.
 
 Exit codes: 0 every requested fit ran; 1 some fit or model failed, or a fit
-was flagged (e.g. NUTS divergences; everything else is written); 2 bad input
-(nothing written, not even ``--out``); 130 interrupted (Ctrl-C or SIGTERM:
+was flagged (e.g. NUTS divergences, an SVI fit short of convergence; everything
+else is written); 2 bad input: an unknown name, bad data, an unsafe model name,
+a seed outside [0, 2**32), an ``--out`` that cannot be written (nothing written,
+not even ``--out``; nothing fitted); 130 interrupted (Ctrl-C or SIGTERM:
 no output is half-written, finished fits stay in ``<out>/cache`` and the same
 command resumes from them; ``--no-cache`` recomputes everything).
 
@@ -33,8 +35,9 @@ from models._posteriordb import ENV_VAR, PosteriorDBUnavailable, database_root
 
 from study.methods import METHODS
 from study.core.errors import one_line
+from study.core.files import unsafe_name_reason, unwritable_reason
 from study.run.runner import BadData, check_data, run_study
-from study.core.settings import Settings
+from study.core.settings import MAX_SEED, Settings
 
 
 DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))
@@ -63,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="independent svi_meanfield runs whose mean and standard error are reported "
                              "(default 3; 2 with --quick)")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                        help=f"models fitted in parallel processes (default {DEFAULT_WORKERS}: this machine's cores, at most 4)")
+                        help=f"models fitted in parallel processes (default {DEFAULT_WORKERS}: this machine's cores, at most 4); "
+                             "with --scheduler local, the LocalCluster's worker processes")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="fit on a dask.distributed cluster: its scheduler's address (tcp://host:8786), "
+                             "or 'local' for a LocalCluster on this machine (needs pip install .[dask])")
     parser.add_argument("--posteriordb", type=Path, metavar="PATH",
                         help=f"a posteriordb clone (default: ${ENV_VAR}); without one the shipped posteriors are read "
                              "and a model needing another posterior is skipped")
@@ -90,6 +97,10 @@ def resolve_sources(args) -> list[str]:
     names = set(sources)
     for path in args.model:
         spec = load_model_file(path)
+        unsafe = unsafe_name_reason(spec.name)
+        if unsafe:
+            raise InputError(f"{path}: model name {spec.name!r} cannot name output files: {unsafe}; "
+                             "use letters, digits, '.', '_' and '-'")
         if spec.name in names:
             raise InputError(f"model name {spec.name!r} from {path} is already taken")
         check_model_file(spec, path)
@@ -141,14 +152,19 @@ def validate(args) -> None:
         unknown = [m for m in args.methods if m not in METHODS]
         if unknown:
             raise InputError(f"unknown method {', '.join(unknown)}; known methods: {', '.join(METHODS)}")
-    if args.seed < 0:
-        raise InputError(f"--seed must be >= 0, got {args.seed}")
+    if not 0 <= args.seed < MAX_SEED:
+        raise InputError(f"--seed must be >= 0 and < 2**32 (0 to {MAX_SEED - 1}), got {args.seed}")
     if args.steps is not None and args.steps <= 0:
         raise InputError(f"--steps must be a positive integer, got {args.steps}")
     if args.seeds is not None and args.seeds < 1:
         raise InputError(f"--seeds must be a positive integer, got {args.seeds}")
     if args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
+    if args.scheduler is not None:
+        from importlib.util import find_spec
+
+        if find_spec("distributed") is None:
+            raise InputError("--scheduler needs dask.distributed, which is not installed: pip install '.[dask]'")
     if args.out.exists() and not args.out.is_dir():
         raise InputError(f"--out {args.out} exists and is not a folder")
 
@@ -165,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
             os.environ[ENV_VAR] = str(args.posteriordb)
             database_root()  # a database given by hand must be one
         sources = resolve_sources(args)
+        if not args.list:
+            unwritable = unwritable_reason(args.out)
+            if unwritable:  # before any fit: nothing is computed that could not be kept
+                raise InputError(f"--out {args.out} is not writable: {unwritable}")
     except (InputError, ModelFileError, PosteriorDBUnavailable) as error:
         lines = str(error).strip().splitlines() or [type(error).__name__]
         print(f"error: {lines[0]}", file=sys.stderr)
@@ -184,8 +204,18 @@ def main(argv: list[str] | None = None) -> int:
     remove_stale_temporaries(args.out)  # left by a run that was killed while writing
     cache_dir = None if args.no_cache else args.out / "cache"
     try:
-        study = run_study(sources, methods, settings, workers=args.workers, progress=not args.no_progress,
-                          command=command.strip(), cache_dir=cache_dir)
+        if args.scheduler:
+            from study.run.cluster import SchedulerError, run_study_dask
+
+            try:
+                study = run_study_dask(sources, methods, settings, args.scheduler, workers=args.workers,
+                                       progress=not args.no_progress, command=command.strip(), cache_dir=cache_dir)
+            except SchedulerError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 2
+        else:
+            study = run_study(sources, methods, settings, workers=args.workers, progress=not args.no_progress,
+                              command=command.strip(), cache_dir=cache_dir)
         paths = write_all(study, args.out)
     except KeyboardInterrupt:
         kept = "; finished fits are in the cache, the same command resumes" if cache_dir else ""

@@ -96,3 +96,18 @@ def synthetic_study(quick: bool = False) -> StudyResult:
                        versions={"python": "3.11", "torch": "2", "pyro-ppl": "1.9", "arviz": "0.23",
                                  "laplace-torch": "0.3", "numpy": "2"},
                        command="python -m study.compare --models gauss_ok nuts_bad broken_model")
+
+
+def large_study(d: int = 2000) -> StudyResult:
+    """One model with ``d`` parameters (fixed numbers, as above): the report must stay bounded."""
+    rng = np.random.default_rng(1)
+    names = [f"w[{i}]" for i in range(d)]
+    diag = np.exp(rng.uniform(np.log(0.05), np.log(0.5), d))
+    model = _model("wide", "A model with many parameters", names, [("w", 0, (d,))], diag,
+                   np.exp(rng.normal(0.0, 0.1, d)), diag / TRUSTED_RATIO, {"kind": "analytic", "wall_seconds": 0.01},
+                   rng)
+    settings = Settings.make(quick=True, svi_steps=400, particles=8)
+    return StudyResult(models=[model], settings=settings,
+                       methods=["svi_meanfield", "expected_loss", "laplace_full", "laplace_diag",
+                                "laplace_torch_full", "reference"],
+                       wall_seconds=20.0, versions={"python": "3.11"}, command="python -m study.compare --model wide.py")

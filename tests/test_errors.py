@@ -39,7 +39,7 @@ BAD_INPUT = [
     (["--steps", "0"], ["--steps must be a positive integer, got 0"]),
     (["--steps", "-5"], ["--steps must be a positive integer, got -5"]),
     (["--steps", "many"], ["argument --steps: invalid int value: 'many'"]),
-    (["--seed", "-3"], ["--seed must be >= 0, got -3"]),
+    (["--seed", "-3"], ["--seed must be >= 0 and < 2**32", "got -3"]),
     (["--workers", "0"], ["--workers must be >= 1, got 0"]),
     (["--workers", "-2"], ["--workers must be >= 1, got -2"]),
     (["--posteriordb", "no/such/database"], ["no/such/database is not a posteriordb database",

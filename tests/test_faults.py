@@ -21,6 +21,11 @@ FIXTURES = ROOT / "tests" / "fixture_models"
 FAST = Settings.make(quick=True, svi_steps=100, nuts_warmup=100, nuts_draws=100, draws=100, elbo_draws=100)
 
 
+# The model's own exception: its file and line follow the message.
+REFERENCE_RAISES = ("KeyError: 'X' (reference_raises.py, line 32: X = d[\"X\"]  # the data key is \"x\": "
+                    "this raises KeyError)")
+
+
 def fixture(name: str) -> str:
     return str(FIXTURES / f"{name}.py")
 
@@ -36,7 +41,7 @@ def test_a_fit_that_raises_stops_only_that_fit():
     result = run_model(fixture("reference_raises"), ["laplace_full", "laplace_diag", "reference"], FAST, progress=False)
     assert result.status == OK
     assert result.fits["reference"].status == FAILED
-    assert result.fits["reference"].reason == "KeyError: 'X'"
+    assert result.fits["reference"].reason == REFERENCE_RAISES
     for method in ("laplace_full", "laplace_diag"):
         assert result.fits[method].status == OK and np.all(np.isfinite(result.fits[method].sd))
 
@@ -64,7 +69,7 @@ def test_a_hessian_that_is_not_positive_definite_reports_its_smallest_eigenvalue
         )
         assert match, fit.reason
         assert math.isclose(float(match.group(1)), expected, rel_tol=5e-3)  # printed to 3 digits
-    assert result.fits["svi_meanfield"].status == OK  # the other methods still ran
+    assert result.fits["svi_meanfield"].ok  # the other methods still ran (100 steps: maybe flagged)
 
 
 def test_divergent_nuts_is_flagged_and_kept():
@@ -100,7 +105,8 @@ def _rows(path: Path) -> list[dict]:
 
 
 def _cli(tmp_path, *models_and_methods) -> int:
-    return main(["--quick", "--steps", "100", "--workers", "1", "--no-progress", "--out", str(tmp_path),
+    # 150 steps: short, but enough for seed_linear's SVI fit to pass its convergence checks (100 is flagged).
+    return main(["--quick", "--steps", "150", "--workers", "1", "--no-progress", "--out", str(tmp_path),
                  *models_and_methods])
 
 
@@ -127,7 +133,7 @@ def test_a_failed_fit_alone_exits_1_and_the_other_fits_are_written(tmp_path, cap
     err = capsys.readouterr().err
     assert "failed fits: reference_raises/reference" in err and "flagged" not in err
     by = {(r["model"], r["method"]): r for r in _rows(tmp_path / "comparison.csv")}
-    assert by[("reference_raises", "reference")]["reason"] == "KeyError: 'X'"
+    assert by[("reference_raises", "reference")]["reason"] == REFERENCE_RAISES
     assert by[("reference_raises", "laplace_full")]["status"] == "ok"
     results = json.loads((tmp_path / "results.json").read_text())["models"]
     assert results["reference_raises"]["status"] == "ok"

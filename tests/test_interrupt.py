@@ -1,7 +1,6 @@
 """Interruption: no half-written file, ever; a rerun resumes from the fit cache."""
 
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -9,12 +8,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from models import builtin_models
 from study.core.files import atomic_path, is_temporary, remove_stale_temporaries, write_bytes
-from study.run.cache import FitCache, model_fingerprint
+from study.run.cache import FitCache, entry_bytes, model_fingerprint
 from study.compare import main
 from study.core.results import Fit
 from study.run.runner import versions
@@ -56,7 +56,7 @@ def _dead_pid() -> int:
 
 
 def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
-    dead = tmp_path / "cache" / "m" / f".fit.pkl.{_dead_pid()}.k2j4h5l6.tmp"
+    dead = tmp_path / "cache" / "m" / f".fit.npz.{_dead_pid()}.k2j4h5l6.tmp"
     alive = tmp_path / f".report.html.{os.getppid()}.a1b2c3d4.tmp"  # a live process may still be writing
     other = tmp_path / "notes.tmp"  # not ours
     for path in (dead, alive, other):
@@ -166,9 +166,9 @@ def test_an_unreadable_or_foreign_entry_is_ignored(seed_linear, tmp_path):
     fit = Fit(model="seed_linear", method="laplace_full", param_names=["beta"])
     cache.store("laplace_full", fit)
     assert cache.load("laplace_full").method == "laplace_full"
-    cache.path("laplace_full").write_bytes(b"not a pickle")
+    cache.path("laplace_full").write_bytes(b"not an entry")
     assert cache.load("laplace_full") is None
-    cache.path("laplace_full").write_bytes(pickle.dumps({"key": "another key", "fit": fit}))
+    cache.path("laplace_full").write_bytes(entry_bytes("another key", fit))
     assert cache.load("laplace_full") is None
 
 
@@ -188,7 +188,7 @@ def _start(out: Path, workers: int) -> subprocess.Popen:
 
 
 def _entries(out: Path) -> list[Path]:
-    return sorted(p for p in (out / "cache").rglob("*.pkl")) if (out / "cache").is_dir() else []
+    return sorted(p for p in (out / "cache").rglob("*.npz")) if (out / "cache").is_dir() else []
 
 
 def _wait_for_entries(process: subprocess.Popen, out: Path, n: int, timeout: float = 300.0) -> None:
@@ -233,9 +233,9 @@ def _assert_nothing_half_written(out: Path, allow_temporaries: bool) -> None:
         if path.is_file() and is_temporary(path):
             assert allow_temporaries, f"temporary file left behind: {path}"
         elif path.is_file():
-            assert path.suffix == ".pkl", path
-            with open(path, "rb") as handle:
-                assert isinstance(pickle.load(handle)["fit"], Fit)  # whole entries only
+            assert path.suffix == ".npz", path
+            with np.load(path, allow_pickle=False) as archive:  # whole entries only
+                assert "document" in archive.files
 
 
 def test_sigint_then_sigkill_then_a_rerun_that_resumes(tmp_path):
@@ -264,7 +264,7 @@ def test_sigint_then_sigkill_then_a_rerun_that_resumes(tmp_path):
     assert reused < N_FITS
     # What a kill in the middle of writing an entry leaves: a temporary file named after
     # the dead process. The rerun must remove it and never read it.
-    planted = out / "cache" / "seed_linear" / f".svi_meanfield-0.pkl.{process.pid}.x1y2z3w4.tmp"
+    planted = out / "cache" / "seed_linear" / f".svi_meanfield-0.npz.{process.pid}.x1y2z3w4.tmp"
     planted.write_bytes(b"\x80half an entry")
 
     result = subprocess.run(
@@ -297,7 +297,7 @@ def test_sigterm_exits_130_and_leaves_nothing_half_written(tmp_path):
 
 
 def test_a_rerun_reuses_every_fit_and_no_cache_recomputes(tmp_path, capsys):
-    argv = ["--quick", "--steps", "100", "--models", "seed_linear", "--methods", "svi_meanfield", "laplace_full",
+    argv = ["--quick", "--steps", "150", "--models", "seed_linear", "--methods", "svi_meanfield", "laplace_full",
             "reference", "--workers", "1", "--no-progress", "--out", str(tmp_path)]
     assert main(argv) == 0
     assert "0 of 3 fits reused" in capsys.readouterr().out

@@ -133,3 +133,31 @@ def test_masked_trace_elbo_is_the_partial_elbo(name, prior, entropy):
     pyro.set_rng_seed(5)
     theirs = elbo.loss(model, masked_guide, **run.data)
     assert ours == pytest.approx(theirs, rel=1e-10)
+
+
+def test_the_stopping_rule_needs_both_a_still_sigma_and_a_flat_loss():
+    from study.core.settings import Settings
+    from study.methods.svi import converged
+
+    s = Settings.make()
+    rng = np.random.default_rng(0)
+    flat = rng.normal(10.0, 1.0, 400)  # losses: Monte Carlo noise only
+    falling = flat + np.linspace(1.0, 0.0, 400)  # the same noise on a trend 7 SEs deep between the halves
+    still = torch.ones(5)
+    assert converged(flat, still, still * 1.005, s)
+    assert not converged(falling, still, still * 1.005, s)
+    assert not converged(flat, still, still * torch.tensor([1.02, 1.02, 1.02, 1.0, 1.0]), s)  # median drift 2%
+    assert not converged(flat, still, still * torch.tensor([1.04, 1.0, 1.0, 1.0, 1.0]), s)  # one sigma 4%
+
+
+def test_a_converged_fit_stops_before_the_cap_and_keeps_its_window():
+    from study.methods.svi import optimise
+
+    run = make_run("seed_linear", svi_steps=800, particles=8, svi_seeds=1, draws=10, elbo_draws=10, curvature_draws=16)
+    result = optimise(run, "svi_meanfield")
+    assert result.steps < 800 and result.steps % run.settings.check_every == 0
+    assert len(result.loss) == result.steps and result.record_steps[-1] == result.steps - 1
+    assert result.averaged_steps >= 0.2 * result.steps
+    # Constant-rate runs (expected loss: sigma collapses) never stop early.
+    collapse = optimise(run, "expected_loss", include_prior=False, include_entropy=False, constant_lr=0.05)
+    assert collapse.steps == 800

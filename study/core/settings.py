@@ -6,6 +6,10 @@ import zlib
 from dataclasses import asdict, dataclass, replace
 
 
+# Master seeds are in [0, MAX_SEED).
+MAX_SEED = 2**32
+
+
 @dataclass(frozen=True)
 class Settings:
     """Knobs of a study run.
@@ -52,6 +56,22 @@ class Settings:
         Models of the data-size sweep (``data_sweep``).
     sweep_halvings : int
         The sweep fits the data at ``N, N/2, ..., N/2**sweep_halvings`` rows.
+    stop_early : bool
+        Stop an SVI fit with a decaying learning rate (``svi_meanfield``, ``svi_lowrank``,
+        ``svi_fullrank``) once it has converged; ``svi_steps`` is then a cap
+        (``study.methods.svi.converged``). Constant-rate runs (``expected_loss``, the
+        ablation) never stop early: they are there to show a trend.
+    check_every : int
+        Steps between two convergence checks.
+    min_steps_fraction : float
+        No check before this fraction of the step cap.
+    stop_sigma_drift : float
+        Converged only when the median over parameters of the relative change of
+        sigma_i between the two halves of the averaging window is below this, and the
+        largest such change below ``stop_sigma_drift_max``...
+    stop_loss_z : float
+        ... and the mean loss fell between the two halves by less than this many
+        standard errors of that difference.
     """
 
     seed: int = 0
@@ -73,6 +93,12 @@ class Settings:
     sweep_models: tuple[str, ...] = ("linear_correlated", "logistic_breast_cancer")
     sweep_halvings: int = 3
     quick: bool = False
+    stop_early: bool = True
+    check_every: int = 100
+    min_steps_fraction: float = 0.3
+    stop_sigma_drift: float = 0.01
+    stop_sigma_drift_max: float = 0.025
+    stop_loss_z: float = 2.0
 
     @classmethod
     def make(cls, quick: bool = False, **overrides) -> "Settings":
@@ -83,8 +109,22 @@ class Settings:
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
     def fit_seed(self, *names: str) -> int:
-        """A seed for one fit: the master seed mixed with the fit's names (stable across runs)."""
-        return (self.seed * 1_000_003 + zlib.crc32("/".join(names).encode())) % (2**31 - 1)
+        """A seed for one fit: the master seed mixed with the fit's names (stable across runs).
+
+        Master seeds in ``[0, 2**31 - 1)`` map into ``[0, 2**31 - 1)`` as they always
+        did; seeds in ``[2**31 - 1, 2**32)`` (``MAX_SEED`` is exclusive) map into
+        ``[2**31 - 1, 2**32)``. For a fixed fit name each map is a bijection
+        (1 000 003 is prime to both moduli, ``2**31 - 1`` being prime and
+        ``2**31 + 1 = 3 * 715 827 883``), so two master seeds never give one fit the
+        same seed. Every result is below ``2**32``, as NumPy's seeding requires.
+        """
+        mix = zlib.crc32("/".join(names).encode())
+        small = 2**31 - 1
+        if not 0 <= self.seed < MAX_SEED:
+            raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
+        if self.seed < small:
+            return (self.seed * 1_000_003 + mix) % small
+        return small + ((self.seed - small) * 1_000_003 + mix) % (MAX_SEED - small)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -14,6 +14,7 @@ from study.core.context import ModelRun
 from study.methods.laplace import fit_laplace_diag, fit_laplace_full
 from study.methods.laplace_torch import applicability as laplace_torch_applicability
 from study.methods.laplace_torch import fit_laplace_torch_diag, fit_laplace_torch_full
+from study.methods.reference import applicability as reference_applicability
 from study.methods.reference import fit_reference
 from study.core.results import Fit
 from study.methods.svi import fit_expected_loss, fit_svi_meanfield
@@ -62,7 +63,7 @@ METHODS: dict[str, Method] = {
         Method("laplace_diag", "exact Hessian at the MAP: 1/sqrt(H_ii)", fit_laplace_diag),
         Method("laplace_torch_full", "laplace-torch FullLaplace, all weights", fit_laplace_torch_full, laplace_torch_applicability),
         Method("laplace_torch_diag", "laplace-torch DiagLaplace, all weights", fit_laplace_torch_diag, laplace_torch_applicability),
-        Method("reference", "analytic posterior, posteriordb gold draws, or NUTS", fit_reference),
+        Method("reference", "analytic posterior, posteriordb gold draws, or NUTS", fit_reference, reference_applicability),
         Method("data_sweep", "sigma_SVI, laplace_diag and laplace_full refitted on nested subsets of the data; sd: all the data", sweep.fit_data_sweep, sweep.applicability),
     )
 }

@@ -246,7 +246,7 @@ def fit_guide(run: ModelRun, method: str, init: str = "laplace") -> Fit:
         return loc, cov, cov.diagonal().sqrt()
 
     start = time.perf_counter()
-    trace = run_and_average(svi, run, method, steps, snapshot)
+    trace = run_and_average(svi, run, method, steps, snapshot, stop_early=True)
     n = trace.averaged_steps
     mean = trace.mean.numpy()
     covariance = trace.spread.numpy()
@@ -266,7 +266,8 @@ def fit_guide(run: ModelRun, method: str, init: str = "laplace") -> Fit:
         trajectory={"step": record_steps, "loss": trace.losses[record_steps], "log_sigma": trace.log_sd},
         info={
             "wall_seconds": time.perf_counter() - start,
-            "steps": steps,
+            "steps": len(trace.losses),
+            "step_cap": steps,
             "particles": s.particles,
             "rank": getattr(guide, "rank", None) or run.joint.dim,
             "init": init_from,

@@ -30,11 +30,13 @@ from study.core.draws import gaussian_draws
 from study.methods.laplace import MapNotFound, NotPositiveDefinite, laplace_covariance, map_and_hessian
 from study.core.results import Fit
 
-ANALYTIC, GOLD, NUTS_KIND = "analytic", "gold draws", "NUTS"
+ANALYTIC, GOLD, NUTS_KIND, NONE = "analytic", "gold draws", "NUTS", "none"
 
 
 def reference_kind(run: ModelRun) -> str:
-    """Which reference this model gets."""
+    """Which reference this model gets (``"none"`` when its spec says none can be trusted)."""
+    if run.spec.no_reference:
+        return NONE
     if run.spec.exact_posterior is not None:
         return ANALYTIC
     if run.spec.reference_draws is not None or _shipped_summary(run):
@@ -178,6 +180,12 @@ def fit_nuts(run: ModelRun) -> Fit:
     }
     info.update(_diagnostics(draws, joint.param_names))
     return run.new_fit("reference", mean=mean, sd=sd, draws=draws, info=info)
+
+
+def applicability(run: ModelRun) -> str | None:
+    """None, or why the model gets no reference (``ModelSpec.no_reference``)."""
+    reason = run.spec.no_reference
+    return f"no trusted reference: {reason}" if reason else None
 
 
 def fit_reference(run: ModelRun) -> Fit:

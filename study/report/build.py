@@ -18,6 +18,8 @@ import re
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from study.report.answer import QUESTION, fmt, percent
 from study.report.document import (
     Bullets, Code, Details, Heading, Image, Paragraph, Section, Table, to_html, to_markdown,
@@ -25,7 +27,7 @@ from study.report.document import (
 from study.report.idata import summary as az_summary
 from study.methods import METHODS
 from study.core.results import OK, ModelResult, StudyResult
-from study.report.summary import BAND, SVI, sd_ratios
+from study.report.summary import BAND, SVI, sd_ratios, shown_parameters
 from study.report.topics.ablation import ablation_answer, ablation_blocks
 from study.report.topics.benchmark import benchmark_answer_blocks
 from study.report.topics.collapse import collapse_curve
@@ -124,7 +126,9 @@ def sigma_table(model: ModelResult, answer_for_model: dict | None = None) -> Tab
     if ref_ratio is not None:
         columns.append("σ_SVI / ref sd" + mark)
     rows = []
-    for i, name in enumerate(model.param_names):
+    shown, subset = shown_parameters(model)
+    for i in shown:
+        name = model.param_names[i]
         row = [name] + [fmt(model.fits[m].sd[i]) for m in methods]
         if diag_ratio is not None:
             row.append(fmt(diag_ratio[i]))
@@ -136,6 +140,8 @@ def sigma_table(model: ModelResult, answer_for_model: dict | None = None) -> Tab
         caption += f"; reference: {model.reference_kind}"
     if flag:
         caption += f" ({UNTRUSTED_MARK} untrusted: {untrusted(answer_for_model)['reason']})"
+    if subset:
+        caption += f". Of the model's {subset[:-1]}"
     return Table(columns=columns, rows=rows, caption=caption + ".")
 
 
@@ -181,13 +187,23 @@ def diagnostics(model: ModelResult) -> list[str]:
     return items
 
 
+def _shown_only(model: ModelResult, fit, shown):
+    """``model`` and ``fit`` cut down to the parameters ``shown`` (one scalar site each)."""
+    from dataclasses import replace
+
+    names = [model.param_names[i] for i in shown]
+    small = replace(model, param_names=names, layout=[(name, k, ()) for k, name in enumerate(names)])
+    return small, replace(fit, param_names=names, draws=np.asarray(fit.draws)[..., shown])
+
+
 def summary_tables(model: ModelResult) -> list:
     blocks = []
+    shown, subset = shown_parameters(model)
     for method in list(METHODS) + [m for m in model.fits if m not in METHODS]:
         fit = model.fits.get(method)
         if fit is None or not fit.ok or fit.draws is None:
             continue
-        frame = az_summary(model, fit)
+        frame = az_summary(*(_shown_only(model, fit, shown) if subset else (model, fit)))
         columns = ["parameter"] + list(frame.columns)
         rows = [[str(index)] + [fmt(v) for v in row] for index, row in zip(frame.index, frame.to_numpy())]
         blocks.append(Details(f"az.summary: {method}", [Table(columns=columns, rows=rows)]))
@@ -216,6 +232,9 @@ def model_section(model: ModelResult, figures: list[Image], answer_for_model: di
         blocks.append(Heading(3, "In numbers"))
         blocks.append(summary)
     blocks.append(Heading(3, "σ per parameter"))
+    subset = shown_parameters(model)[1]
+    if subset:
+        blocks.append(Paragraph(f"This model has {subset}"))
     blocks.append(sigma_table(model, answer_for_model))
     if figures:
         blocks.append(Heading(3, "Figures"))

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from study.core.files import atomic_path  # noqa: E402
+from study.core.files import atomic_path, safe_component  # noqa: E402
 
 DPI = 100
 # The figures of the detailed analyses (fixed point, KL ablation, guides, data size).
@@ -44,7 +44,11 @@ def robust_limits(values: list[np.ndarray], skip: float = 0.05) -> tuple[float, 
 
 
 def save(fig, path: Path, dpi: int = DPI) -> Path:
-    """Save atomically (temporary file, then rename) and close the figure."""
+    """Save atomically (temporary file, then rename) and close the figure.
+
+    The file name goes through ``safe_component``: a figure never lands outside its folder.
+    """
+    path = Path(path).parent / safe_component(Path(path).name)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=dpi, bbox_inches="tight",
                     metadata={"Software": None})

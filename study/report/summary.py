@@ -262,6 +262,46 @@ def usable_models(study: StudyResult) -> list[ModelResult]:
     return [m for m in study.models if m.status == OK]
 
 
+# Per-parameter figures and tables show at most this many parameters. A model with more
+# shows a stated subset: the SHOWN_EXTREMES smallest and largest σ_SVI / (1/√Hᵢᵢ) (or sd),
+# plus a random sample of the rest (seeded by the model's name, so the report is stable).
+# comparison.csv and results.json always hold every parameter.
+MAX_SHOWN_PARAMETERS = 32
+SHOWN_EXTREMES = 10
+
+
+def shown_parameters(model: ModelResult) -> tuple[np.ndarray, str]:
+    """Indices of the parameters the per-parameter figures and tables show, and a sentence saying which.
+
+    All of them (and ``""``) up to ``MAX_SHOWN_PARAMETERS``; above it the
+    ``SHOWN_EXTREMES`` smallest and largest by σ_SVI / (1/√Hᵢᵢ) (else by the sd of
+    the first usable fit), and a uniform random sample of the others to make up
+    ``MAX_SHOWN_PARAMETERS``, in parameter order.
+    """
+    import zlib
+
+    d = len(model.param_names)
+    if d <= MAX_SHOWN_PARAMETERS:
+        return np.arange(d), ""
+    score, label = sd_ratios(model, SVI, "laplace_diag"), "σ_SVI / (1/√Hᵢᵢ)"
+    if score is None:
+        fit = next((f for f in model.fits.values() if f.ok and f.sd is not None and len(f.sd) == d), None)
+        score, label = (None, "") if fit is None else (np.asarray(fit.sd), f"{fit.method} sd")
+    chosen: list[int] = []
+    if score is not None:
+        order = np.argsort(np.nan_to_num(np.log(np.abs(score) + 1e-300), nan=0.0), kind="stable")
+        chosen = sorted(set(order[:SHOWN_EXTREMES].tolist()) | set(order[-SHOWN_EXTREMES:].tolist()))
+    rest = np.setdiff1d(np.arange(d), chosen)
+    rng = np.random.default_rng(zlib.crc32(model.name.encode("utf-8", "surrogatepass")))
+    sample = rng.choice(rest, size=MAX_SHOWN_PARAMETERS - len(chosen), replace=False)
+    shown = np.sort(np.concatenate([np.asarray(chosen, dtype=int), sample]))
+    how = (f"the {SHOWN_EXTREMES} smallest and {SHOWN_EXTREMES} largest {label} and {len(sample)} drawn at "
+           "random from the others" if chosen else f"{len(sample)} drawn at random")
+    text = (f"{d} parameters: per-parameter figures and tables show {len(shown)} of them ({how}); "
+            f"comparison.csv and results.json hold all {d}.")
+    return shown, text
+
+
 # -- the answer over the benchmark -----------------------------------------------------------
 #
 # The statistics that published studies of variational inference report over a suite of

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from study.core.files import atomic_path, write_text
+from study.core.files import atomic_path, inside, write_text
 from study.core.results import StudyResult
 from study.report.build import make_all, render
 from study.report.idata import to_inference_data
@@ -79,7 +79,7 @@ def write_idata(study: StudyResult, out_dir: Path) -> list[Path]:
         for fit in model.fits.values():
             if not fit.ok or fit.draws is None:
                 continue
-            path = out_dir / "idata" / model.name / f"{fit.method}.nc"
+            path = inside(out_dir, "idata", model.name, f"{fit.method}.nc")
             with atomic_path(path) as tmp:
                 to_inference_data(model, fit).to_netcdf(str(tmp))
             paths.append(path)

@@ -1,6 +1,6 @@
 """A cache of finished fits.
 
-``<out>/cache/<model>/<method>-<key>.pkl`` holds one finished ``Fit``. The key
+``<out>/cache/<model>/<method>-<key>.npz`` holds one finished ``Fit``. The key
 is a SHA-256 over everything that determines the fit, so a cached fit is the
 fit the same command would compute now, to the byte:
 
@@ -19,26 +19,33 @@ What the key cannot see: modules a ``--model`` file imports from outside the
 ``models`` package. Change one of those and pass ``--no-cache``.
 
 Only fits that finished are stored; a failed fit is computed again on the next
-run. Entries are pickles: load only caches this study wrote.
+run. Entries are plain data, never pickles: one ``.npz`` file (NumPy's zip of
+``.npy`` arrays) holding a UTF-8 JSON document and the fit's arrays, read with
+``allow_pickle=False``, so an entry someone crafted or downloaded cannot run
+code. The JSON describes the ``Fit`` field by field; numbers round-trip exactly
+(``float`` via ``repr``, NaN and inf included; NumPy arrays and scalars keep
+their dtype as ``.npy`` members; tuples, None and nested dicts are tagged). An
+entry that is unreadable, of another format, or whose key or fields do not
+match is ignored and the fit is computed again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import pickle
 import platform
-import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 
-from study.core.files import write_bytes
+from study.core.files import safe_component, write_bytes
 from study.core.results import Fit
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 1: pickles; 2: JSON + .npz, no pickles
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -140,8 +147,8 @@ def fit_key(fingerprint: Mapping[str, Any], method: str, settings) -> str:
 
 
 def safe_name(name: str) -> str:
-    """A file-name-safe version of a model name."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "_"
+    """A file-name-safe version of a model name (``study.core.files.safe_component``)."""
+    return safe_component(name)
 
 
 # -- the cache ------------------------------------------------------------------------------
@@ -169,26 +176,114 @@ class FitCache:
         return fit_key(self.fingerprint, method, self.settings)
 
     def path(self, method: str) -> Path:
-        return self.folder / f"{safe_name(method)}-{self.key(method)[:32]}.pkl"
+        return self.folder / f"{safe_name(method)}-{self.key(method)[:32]}.npz"
 
     def load(self, method: str) -> Fit | None:
-        """The cached fit of ``method``, or None when there is none (or it is unreadable)."""
+        """The cached fit of ``method``, or None when there is none (or it is unreadable or crafted)."""
         path = self.path(method)
         if not path.is_file():
             return None
         try:
-            with open(path, "rb") as handle:
-                entry = pickle.load(handle)
-        except Exception:  # unreadable (e.g. written by another version): compute again
+            fit = read_entry(path, self.key(method))
+        except Exception:  # unreadable, another format, or not ours: compute again
             return None
-        if not isinstance(entry, dict) or entry.get("key") != self.key(method):
-            return None
-        fit = entry.get("fit")
-        return fit if isinstance(fit, Fit) and fit.method == method else None
+        return fit if fit.method == method else None
 
     def store(self, method: str, fit: Fit) -> Path:
         """Write ``fit`` whole or not at all; returns the entry's path."""
         path = self.path(method)
-        payload = pickle.dumps({"key": self.key(method), "fit": fit}, protocol=pickle.HIGHEST_PROTOCOL)
-        write_bytes(path, payload)
+        write_bytes(path, entry_bytes(self.key(method), fit))
         return path
+
+
+# -- plain-data entries -----------------------------------------------------------------------
+
+_FIT_FIELDS = ("model", "method", "param_names", "mean", "sd", "draws", "info", "trajectory", "status", "reason")
+_DOCUMENT = "document"  # the .npz member holding the JSON document
+
+
+class CacheEntryError(ValueError):
+    """A cache entry that is not a plain-data fit this study wrote."""
+
+
+def _encode(value, arrays: dict):
+    """``value`` as JSON-able data; NumPy arrays and scalars go to ``arrays`` (by name)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float):
+        return {"float": repr(value)}  # exact, NaN and inf included
+    if isinstance(value, (np.ndarray, np.generic)):
+        array = np.asarray(value)
+        if array.dtype.hasobject or array.dtype.kind not in "biufcSU":
+            raise TypeError(f"cannot cache an array of dtype {array.dtype}")
+        name = f"a{len(arrays)}"
+        arrays[name] = array
+        return {"array": name, "scalar": isinstance(value, np.generic)}
+    if isinstance(value, (list, tuple)):
+        items = [_encode(v, arrays) for v in value]
+        return {"tuple": items} if isinstance(value, tuple) else items
+    if isinstance(value, dict):
+        return {"dict": [[_encode(k, arrays), _encode(v, arrays)] for k, v in value.items()]}
+    raise TypeError(f"cannot cache a {type(value).__name__}")
+
+
+def _decode(value, arrays):
+    if value is None or isinstance(value, (bool, str, int)):
+        return value
+    if isinstance(value, list):
+        return [_decode(v, arrays) for v in value]
+    if isinstance(value, dict) and len(value) == 1 and "float" in value:
+        return float(value["float"])
+    if isinstance(value, dict) and len(value) == 1 and "tuple" in value:
+        return tuple(_decode(v, arrays) for v in value["tuple"])
+    if isinstance(value, dict) and len(value) == 1 and "dict" in value:
+        return {_decode(k, arrays): _decode(v, arrays) for k, v in value["dict"]}
+    if isinstance(value, dict) and set(value) == {"array", "scalar"}:
+        array = arrays[str(value["array"])]
+        return array[()] if value["scalar"] else array
+    raise CacheEntryError(f"not a cached value: {str(value)[:80]}")
+
+
+def entry_bytes(key: str, fit: Fit) -> bytes:
+    """One cache entry: the fit as a JSON document plus ``.npy`` arrays in one ``.npz``."""
+    arrays: dict[str, np.ndarray] = {}
+    fields = {name: _encode(getattr(fit, name), arrays) for name in _FIT_FIELDS}
+    document = {"format": CACHE_FORMAT, "key": key, "fit": fields}
+    arrays[_DOCUMENT] = np.frombuffer(json.dumps(document, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def read_entry(path: Path, key: str) -> Fit:
+    """The ``Fit`` stored in ``path`` under ``key``; never unpickles anything.
+
+    Raises
+    ------
+    CacheEntryError
+        When the entry is of another format, under another key, or malformed;
+        NumPy's own errors (e.g. ``ValueError`` for pickled data) pass through.
+    """
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    raw = arrays.pop(_DOCUMENT, None)
+    if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
+        raise CacheEntryError("no document")
+    document = json.loads(raw.tobytes().decode("utf-8"))
+    if not isinstance(document, dict) or document.get("format") != CACHE_FORMAT or document.get("key") != key:
+        raise CacheEntryError("another format or key")
+    fields = document.get("fit")
+    if not isinstance(fields, dict) or set(fields) != set(_FIT_FIELDS):
+        raise CacheEntryError("not a fit")
+    values = {name: _decode(fields[name], arrays) for name in _FIT_FIELDS}
+    for name in ("model", "method", "status", "reason"):
+        if not isinstance(values[name], str):
+            raise CacheEntryError(f"{name} is not a str")
+    if not isinstance(values["param_names"], list) or not isinstance(values["info"], dict):
+        raise CacheEntryError("param_names or info malformed")
+    for name in ("mean", "sd", "draws"):
+        if values[name] is not None and not isinstance(values[name], np.ndarray):
+            raise CacheEntryError(f"{name} is not an array")
+    return Fit(**values)

@@ -7,15 +7,18 @@ so user model files need not be importable by name.
 A fit that raises is marked ``failed`` with a one-line reason and the next
 method runs; a model whose data or log joint cannot be built is ``failed`` as a
 whole and the next model runs. A fit that finishes but fails a diagnostic
-(NUTS divergences above ``MAX_DIVERGENT_FRACTION``) keeps its numbers and is
-marked ``flagged``. With a cache folder, every finished fit is stored as soon
+(NUTS divergences above ``MAX_DIVERGENT_FRACTION``; an SVI fit whose σ still
+moves, ``SIGMA_DRIFT_LIMIT``, or misses the fixed point σᵢ⁻² = E_q[Hᵢᵢ] by more
+than its stated SE bound) keeps its numbers and is marked ``flagged``. With a cache folder, every finished fit is stored as soon
 as it finishes and reused by a rerun (``study.run.cache``).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import platform
+import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -43,6 +46,10 @@ from study.checks.shape import check_shapes
 # flagged: divergences mean the sampler missed regions of high curvature, so its
 # sd may be biased (Betancourt 2017, "A Conceptual Introduction to HMC", sec. 6.2).
 MAX_DIVERGENT_FRACTION = 0.01
+# An SVI fit whose sigma changed by more than this fraction between the two halves of
+# its averaging window (``info["sigma_drift"]``) has not stopped moving: flagged. Converged
+# fits of the built-in models drift by under 0.01 (seed-to-seed noise of the averages).
+SIGMA_DRIFT_LIMIT = 0.05
 
 
 class BadData(TypeError):
@@ -59,7 +66,13 @@ def resolve(source: str | ModelSpec) -> ModelSpec:
 
 
 def check_data(spec: ModelSpec, data) -> None:
-    """Raise ``BadData`` unless ``data`` is a ``dict[str, torch.Tensor]``."""
+    """Raise ``BadData`` unless ``data`` is a ``dict[str, torch.Tensor]`` the study can fit.
+
+    Refused, each with the key, the count and the first index: NaN or inf in a
+    floating tensor, a dimension of size zero, and an integer or boolean tensor
+    where the model needs floats (observed at a continuous site, or where the
+    model fails to run on it).
+    """
     if not isinstance(data, dict):
         raise BadData(f"{spec.name}: data() returned {type(data).__name__}, expected dict[str, torch.Tensor]")
     keys = [k for k in data if not isinstance(k, str)]
@@ -71,6 +84,54 @@ def check_data(spec: ModelSpec, data) -> None:
             f"{spec.name}: data() values must be torch.Tensor; not tensors: "
             + ", ".join(f"{k} ({type(data[k]).__name__})" for k in bad)
         )
+    for key, value in data.items():
+        if 0 in value.shape:
+            dim = list(value.shape).index(0)
+            raise BadData(f"{spec.name}: data key {key!r} is empty: shape {tuple(value.shape)} "
+                          f"has size 0 in dimension {dim}")
+        if value.is_floating_point() or value.is_complex():
+            finite = torch.isfinite(value)
+            if not bool(finite.all()):
+                where = torch.nonzero(~finite)[0].tolist()
+                first = value[tuple(where)].item()
+                count = int((~finite).sum())
+                raise BadData(f"{spec.name}: data key {key!r} has {count} non-finite value"
+                              f"{'s' if count > 1 else ''} (NaN or inf) of {value.numel()}; the first, "
+                              f"{first}, at index {tuple(where)}")
+    _check_dtypes(spec, data)
+
+
+def _check_dtypes(spec: ModelSpec, data: dict) -> None:
+    """Refuse integer or boolean data where the model needs floats (a trace of the model tells)."""
+    from pyro import poutine
+
+    discrete = {k: v for k, v in data.items() if not (v.is_floating_point() or v.is_complex())}
+    if not discrete:
+        return
+    state = pyro.util.get_rng_state()  # the check must not move any random stream
+    try:
+        trace = poutine.trace(spec.model).get_trace(**data)
+    except Exception as error:
+        if not re.search(r"dtype|scalar type|Long|Int|Bool|Byte", str(error)):
+            return  # not about the data's type: the fit reports it, with its cause
+        keys = ", ".join(f"{k!r} ({str(v.dtype).replace('torch.', '')}, {v.numel()} values, first at index "
+                         f"{(0,) * v.dim()})" for k, v in discrete.items())
+        raise BadData(f"{spec.name}: data key {keys} is not floating point and the model fails on it "
+                      f"({one_line(error)}); give floats, e.g. torch.tensor(..., dtype=torch.float64)") from None
+    finally:
+        pyro.util.set_rng_state(state)
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or not site["is_observed"]:
+            continue
+        value = site["value"]
+        key = next((k for k, v in discrete.items() if v is value), None)
+        support = getattr(site["fn"], "support", None)
+        if key is not None and support is not None and not support.is_discrete:
+            raise BadData(
+                f"{spec.name}: data key {key!r} is {str(value.dtype).replace('torch.', '')} ({value.numel()} values, "
+                f"first at index {(0,) * value.dim()}) but observed at site {name!r} of a continuous "
+                f"{type(site['fn']).__name__}; give floats, e.g. torch.tensor(..., dtype=torch.float64)"
+            )
 
 
 def _prior_notes(run: ModelRun) -> list[str]:
@@ -99,6 +160,20 @@ def flags(fit: Fit) -> list[str]:
                 f"{divergent} of {total} NUTS draws diverged ({100.0 * divergent / total:.1f}%, above "
                 f"{100.0 * MAX_DIVERGENT_FRACTION:g}%): the sampler missed part of the posterior; its sd may be biased"
             )
+    drift = info.get("sigma_drift")
+    if isinstance(drift, (int, float)) and math.isfinite(drift) and drift > SIGMA_DRIFT_LIMIT:
+        out.append(
+            f"σ had not stopped moving: it changed by {100.0 * drift:.3g}% between the halves of the averaging "
+            f"window (limit {100.0 * SIGMA_DRIFT_LIMIT:g}%); more steps are needed"
+        )
+    diagnosis = (info.get("fixed_point") or {}).get("diagnosis") or {}
+    if diagnosis.get("off"):
+        names = diagnosis["off"]
+        out.append(
+            f"fixed-point residual σᵢ²E_q[Hᵢᵢ] − 1 beyond {diagnosis.get('z_limit', 3.0):g} SE for {len(names)} of "
+            f"{len(fit.param_names) or len(names)} parameters (largest |z| {diagnosis.get('max_abs_z', float('nan')):.3g}, "
+            f"verdict: {diagnosis.get('verdict', '?')}): σ is not at the mean-field fixed point"
+        )
     return out
 
 
@@ -107,6 +182,16 @@ def _flagged(fit: Fit) -> Fit:
     if reasons:
         fit.status, fit.reason = FLAGGED, "; ".join(reasons)
     return fit
+
+
+def model_files(spec: ModelSpec) -> list[str]:
+    """The source files of a model's own functions: a failure there is reported with its line."""
+    files = []
+    for function in (spec.model, spec.data, getattr(spec, "exact_posterior", None)):
+        code = getattr(function, "__code__", None)
+        if code is not None and code.co_filename not in files:
+            files.append(code.co_filename)
+    return files
 
 
 def _source_name(source) -> str:
@@ -158,7 +243,7 @@ def run_model(
         result.status, result.reason = SKIPPED, str(error)
         return result
     except Exception as error:  # a broken model fails alone
-        result.status, result.reason = FAILED, one_line(error)
+        result.status, result.reason = FAILED, one_line(error, model_files(spec))
         return result
     result.param_names = list(run.joint.param_names)
     result.layout = [(s.variable_name, s.offset, tuple(s.unconstrained_shape)) for s in run.joint.sites]
@@ -181,7 +266,7 @@ def run_model(
             try:
                 fit = method.fit(run)
             except Exception as error:  # the report marks it failed, with the reason
-                fit = run.new_fit(name, status=FAILED, reason=one_line(error))
+                fit = run.new_fit(name, status=FAILED, reason=one_line(error, model_files(spec)))
                 if progress:
                     print(f"{spec.name}: {name} failed: {fit.reason}", file=sys.stderr)
             else:
@@ -189,7 +274,7 @@ def run_model(
                     try:
                         cache.store(name, fit)
                         fit.info["cache"] = "stored"
-                    except OSError as error:  # e.g. a full disk: the fit itself is fine
+                    except (OSError, TypeError) as error:  # a full disk, a value plain data cannot hold
                         print(f"{spec.name}: {name} not cached: {one_line(error)}", file=sys.stderr)
         else:
             fit.info["cache"] = "reused"
@@ -197,6 +282,31 @@ def run_model(
     result.fits = dict(run.fits)
     result.wall_seconds = time.perf_counter() - start
     return result
+
+
+# A worker checks this often (seconds) whether the process that started it still runs.
+PARENT_POLL_SECONDS = 0.5
+
+
+def _watch_parent(parent: int) -> None:
+    """Worker initialiser: end this worker as soon as its parent is gone.
+
+    A parent killed by SIGKILL (or the out-of-memory killer) runs no clean-up,
+    and its workers would wait forever on a pipe nobody writes to. Once the
+    parent has died the worker is re-parented, so ``os.getppid()`` changes; a
+    daemon thread polls it every ``PARENT_POLL_SECONDS`` and exits the process
+    (``os._exit``: no clean-up that could block). Finished fits are already in
+    the cache; a fit cut short leaves at most a temporary file, which the next
+    run removes.
+    """
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
 def _worker(source: str, methods: list[str], settings: Settings, progress: bool,
@@ -252,7 +362,8 @@ def run_study(
     start = time.perf_counter()
     methods = [m for m in METHODS if m in methods]
     if workers > 1 and len(sources) > 1:
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(sources)), mp_context=get_context("spawn"))
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(sources)), mp_context=get_context("spawn"),
+                                   initializer=_watch_parent, initargs=(os.getpid(),))
         try:
             futures = [pool.submit(_worker, s, methods, settings, progress, cache_dir) for s in sources]
             models = [_collect(future, source) for future, source in zip(futures, sources)]
@@ -260,9 +371,14 @@ def run_study(
             # Ctrl-C or a kill: stop the workers now rather than after their models.
             # Finished fits are already in the cache; a worker stopped mid-write leaves
             # only a temporary file, which the next run removes.
-            for process in list((getattr(pool, "_processes", None) or {}).values()):
+            processes = list((getattr(pool, "_processes", None) or {}).values())
+            for process in processes:
                 process.terminate()
-            pool.shutdown(wait=False, cancel_futures=True)
+            # Wait for them and for the pool's own thread, so that its queues are closed and
+            # their semaphores released: no "leaked semaphore objects" warning at exit.
+            for process in processes:
+                process.join(timeout=10)
+            pool.shutdown(wait=True, cancel_futures=True)
             raise
         pool.shutdown()
     else:

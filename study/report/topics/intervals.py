@@ -16,15 +16,15 @@ from study.core.results import ModelResult  # noqa: E402
 from study.methods import METHODS  # noqa: E402
 from study.report.document import Image, slug  # noqa: E402
 from study.report.plotting import save  # noqa: E402
-from study.report.summary import usable_fit  # noqa: E402
+from study.report.summary import shown_parameters, usable_fit  # noqa: E402
 
 
 # The forest plot puts at most this many parameters in one column of panels.
 FOREST_PARAMETERS_PER_COLUMN = 16
 
 
-def _forest_data(model: ModelResult):
-    """``(methods, [InferenceData])``: one per method with draws, one scalar variable per parameter."""
+def _forest_data(model: ModelResult, shown):
+    """``(methods, [InferenceData])``: one per method with draws, one scalar variable per shown parameter."""
     import arviz as az
 
     methods, datasets = [], []
@@ -35,7 +35,7 @@ def _forest_data(model: ModelResult):
         draws = np.asarray(fit.draws)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            datasets.append(az.from_dict(posterior={name: draws[..., i] for i, name in enumerate(model.param_names)}))
+            datasets.append(az.from_dict(posterior={model.param_names[i]: draws[..., i] for i in shown}))
         methods.append(method)
     return methods, datasets
 
@@ -45,14 +45,16 @@ def method_intervals(model: ModelResult, answer_for_model: dict, fig_dir: Path) 
 
     The draws are those of the ``InferenceData`` saved in ``idata/<model>/<method>.nc``,
     one variable per parameter so that a model with many parameters can be laid out in
-    several columns of at most ``FOREST_PARAMETERS_PER_COLUMN`` parameters each.
+    several columns of at most ``FOREST_PARAMETERS_PER_COLUMN`` parameters each. A model
+    with more than ``MAX_SHOWN_PARAMETERS`` shows a stated subset (``shown_parameters``).
     """
     import arviz as az
 
-    methods, datasets = _forest_data(model)
+    shown, subset = shown_parameters(model)
+    methods, datasets = _forest_data(model, shown)
     if not methods:
         return None
-    names = model.param_names
+    names = [model.param_names[i] for i in shown]
     columns = int(np.ceil(len(names) / FOREST_PARAMETERS_PER_COLUMN))
     per_column = int(np.ceil(len(names) / columns))
     chunks = [names[i:i + per_column] for i in range(0, len(names), per_column)]
@@ -86,4 +88,6 @@ def method_intervals(model: ModelResult, answer_for_model: dict, fig_dir: Path) 
     if columns > 1:
         caption += f", in {columns} columns"
     caption += " (unconstrained coordinates). The expected-loss intervals have collapsed to points."
+    if subset:
+        caption += f" Of the model's {subset}"
     return Image(path, f"Method intervals for {model.name}", caption)
