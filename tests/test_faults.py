@@ -181,7 +181,8 @@ def test_flat_improper_priors_run_through_every_method_and_are_flagged(tmp_path)
                "laplace_torch_full", "reference"]
     argv = ["--quick", "--workers", "1", "--no-progress", "--no-cache", "--out", str(tmp_path), "--steps", "200",
             "--seeds", "1", "--model", fixture("flat_priors"), "--methods", *methods]
-    assert main(argv) == 0
+    # 1: a 200-step SVI fit may be flagged as short of its fixed point; nothing may fail.
+    assert main(argv) in (0, 1)
     results = json.loads((tmp_path / "results.json").read_text())["models"]["flat_priors"]
     assert results["status"] == "ok" and results["reference_kind"] == "NUTS"
     for note in ("Latent `beta` has a flat (improper) prior", "Latent `sigma` has a flat (improper) prior"):
@@ -190,6 +191,8 @@ def test_flat_improper_priors_run_through_every_method_and_are_flagged(tmp_path)
     fits = results["fits"]
     assert fits["laplace_torch_full"]["status"] == "skipped"  # no laplace_torch problem given
     for method in set(methods) - {"laplace_torch_full"}:
+        assert fits[method]["status"] in ("ok", "flagged"), (method, fits[method]["reason"])
+    for method in ("laplace_full", "laplace_diag", "reference"):  # exact or long enough: no flag
         assert fits[method]["status"] == "ok", (method, fits[method]["reason"])
     # The flat prior adds nothing to the Laplace precision: beta's sd is the least-squares one.
     data = load_model_file(fixture("flat_priors")).data()
