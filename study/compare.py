@@ -14,6 +14,7 @@ Usage::
     python -m study.compare                         # all models, all methods
     python -m study.compare --quick --models seed_linear linear_correlated
     python -m study.compare --model my_model.py --methods svi_meanfield laplace_full
+    python -m study.compare --models networks --methods svi_meanfield hessian_diag ggn_diag kfac
 """
 
 from __future__ import annotations
