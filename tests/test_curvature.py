@@ -167,3 +167,20 @@ def test_size_guard_skips_dense_methods_with_a_reason_and_never_builds_the_hessi
     # The diagonal references run on: the MAP search needs no Hessian above the guard.
     assert result.fits["hessian_diag"].status == OK and result.fits["ggn_diag"].status == OK
     assert np.isfinite(result.fits["hessian_diag"].sd).all()
+
+
+def test_fixed_point_residual_on_a_subset_leaves_the_rest_unmeasured():
+    from study.checks.fixed_point import diagnose, fixed_point_residual
+
+    run, z = _tiny_run()
+    mean, sd = z.numpy(), np.full(run.joint.dim, 0.2)
+    subset = coordinate_subset(run.joint, 3, seed=0)
+    part = expected_curvature_subset(run.joint, mean, sd, draws=32, seed=5, coordinates=subset)
+    full = fixed_point_residual(expected_curvature(run.joint, mean, sd, draws=32, seed=5), 0.01)
+    residual = fixed_point_residual(part, 0.01)
+    r = np.asarray(residual["r"], dtype=float)
+    assert residual["coordinates"] == subset.tolist()
+    np.testing.assert_allclose(r[subset], np.asarray(full["r"])[subset], rtol=1e-10)
+    assert np.isnan(np.delete(r, subset)).all()
+    verdict = diagnose(residual, None, run.joint.param_names)
+    assert np.isfinite(verdict["max_abs_r"]) and verdict["verdict"] in ("fixed point", "not converged", "model")
