@@ -22,6 +22,8 @@ __all__ = [
     "ModelFileError",
     "ModelSpec",
     "builtin_models",
+    "default_models",
+    "model_groups",
     "load_model_file",
 ]
 
@@ -62,6 +64,26 @@ def builtin_models() -> dict[str, ModelSpec]:
         spec = _spec_of(module, f"models/{info.name}.py")
         specs[spec.name] = spec
     return specs
+
+
+# A model tagged with this runs only when selected by name or by one of its groups
+# (e.g. the larger rungs of the network ladder).
+ON_REQUEST = "on_request"
+
+
+def default_models() -> dict[str, ModelSpec]:
+    """The built-in models of the default study: all but those tagged ``"on_request"``."""
+    return {name: spec for name, spec in builtin_models().items() if ON_REQUEST not in spec.tags}
+
+
+def model_groups() -> dict[str, list[str]]:
+    """Tag -> the built-in models that carry it (e.g. ``"networks"``); ``"on_request"`` is not a group."""
+    groups: dict[str, list[str]] = {}
+    for name, spec in builtin_models().items():
+        for tag in spec.tags:
+            if tag != ON_REQUEST:
+                groups.setdefault(tag, []).append(name)
+    return groups
 
 
 def load_model_file(path: str | Path) -> ModelSpec:

@@ -28,7 +28,7 @@ import time
 import traceback
 from pathlib import Path
 
-from models import ModelFileError, ModelSpec, builtin_models, load_model_file
+from models import ModelFileError, ModelSpec, builtin_models, default_models, load_model_file, model_groups
 from models._posteriordb import ENV_VAR, PosteriorDBUnavailable, database_root
 
 from study.methods import METHODS
@@ -51,7 +51,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m study.compare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", metavar="NAME", help="built-in models to run (default: all)")
+    parser.add_argument("--models", nargs="+", metavar="NAME", help="built-in models or groups of them (e.g. networks) to run (default: every model not run on request only)")
     parser.add_argument("--model", nargs="+", action="extend", default=[], metavar="FILE",
                         help="model files to add (each defines SPEC = ModelSpec(...))")
     parser.add_argument("--methods", nargs="+", metavar="NAME", help=f"methods (default: all of {', '.join(METHODS)})")
@@ -77,15 +77,19 @@ def resolve_sources(args) -> list[str]:
     known = builtin_models()
     sources: list[str] = []
     if args.models:
-        unknown = [m for m in args.models if m not in known]
+        groups = model_groups()
+        unknown = [m for m in args.models if m not in known and m not in groups]
         if unknown:
-            raise InputError(f"unknown model {', '.join(unknown)}; known models: {', '.join(known)}")
+            raise InputError(f"unknown model {', '.join(unknown)}; known models: {', '.join(known)}; "
+                             f"groups: {', '.join(groups)}")
         repeated = sorted({m for m in args.models if args.models.count(m) > 1})
         if repeated:
             raise InputError(f"model {', '.join(repeated)} given more than once; give each model once")
-        sources.extend(args.models)
+        for m in args.models:
+            # A group expands to its models; a model named twice (alone and in a group) runs once.
+            sources.extend(n for n in groups.get(m, [m]) if n not in sources)
     elif not args.model:
-        sources.extend(known)
+        sources.extend(default_models())
     names = set(sources)
     for path in args.model:
         spec = load_model_file(path)
@@ -170,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.list:
         print("models: " + ", ".join(builtin_models()))
+        print("groups: " + "; ".join(f"{g}: {', '.join(ms)}" for g, ms in model_groups().items()))
         print("methods: " + ", ".join(METHODS))
         return 0
 

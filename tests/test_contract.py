@@ -11,7 +11,12 @@ from conftest import HAVE_POSTERIORDB, make_run
 
 from models import builtin_models
 
-ALL = list(builtin_models())
+# The larger rungs of the network ladder (10^4 weights and up) cost seconds to minutes and
+# gigabytes each here: they are checked in the slow suite.
+ALL = [
+    pytest.param(name, marks=pytest.mark.slow) if "on_request" in spec.tags else name
+    for name, spec in builtin_models().items()
+]
 
 
 def _available(name):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import builtin_models
+from models import default_models
 from study.run.runner import run_model
 from study.core.settings import Settings
 
@@ -46,7 +46,7 @@ def test_same_seed_same_bytes_with_and_without_workers(tmp_path):
 def test_same_seed_same_bytes_for_every_builtin_model(tmp_path):
     # NUTS references, a network started by init_to_sample, posteriordb gold draws (where a
     # database is configured; otherwise those rows read "skipped" in both runs).
-    _same_bytes_in_fresh_processes(tmp_path, list(builtin_models()), [], timeout=3600)
+    _same_bytes_in_fresh_processes(tmp_path, list(default_models()), [], timeout=3600)
 
 
 def test_different_seeds_give_different_sigma_within_monte_carlo_error():

@@ -46,7 +46,11 @@ def test_a_broken_model_fails_alone_before_any_fit():
     assert result.reason.startswith("ShapeMismatchError: site 'y'") and "(5, 5, 50)" in result.reason
 
 
-@pytest.mark.parametrize("name", list(builtin_models()))
+@pytest.mark.parametrize("name", [
+    # The larger network rungs (10^4 weights and up) are checked in the slow suite.
+    pytest.param(name, marks=pytest.mark.slow) if "on_request" in spec.tags else name
+    for name, spec in builtin_models().items()
+])
 def test_every_builtin_model_passes(name):
     spec = builtin_models()[name]
     if spec.needs_posteriordb and not HAVE_POSTERIORDB:

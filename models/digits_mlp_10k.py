@@ -1,0 +1,21 @@
+"""Bayesian MLP classifier 64-128-10 (tanh) on scikit-learn's digits: 9,610 weights.
+
+A rung of the network ladder (`--models networks`); too large for the default study,
+it runs only when selected.
+
+The model, its prior and its data are described in the report (``SPEC.description``);
+the network is built by ``models/_mlp.py``.
+"""
+
+from models._mlp import CLASSIFICATION, DIGITS_TEXT, digits_data, network_spec
+
+SPEC = network_spec(
+    name="digits_mlp_10k",
+    pretty_name="Bayesian MLP 64-128-10 (9,610 weights), digits (sklearn)",
+    sizes=[64, 128, 10],
+    likelihood=CLASSIFICATION,
+    data=digits_data,
+    data_text=DIGITS_TEXT,
+    prior_precision=1.0,
+    on_request=True,
+)
