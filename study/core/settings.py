@@ -52,6 +52,9 @@ class Settings:
         Models of the data-size sweep (``data_sweep``).
     sweep_halvings : int
         The sweep fits the data at ``N, N/2, ..., N/2**sweep_halvings`` rows.
+    device : str
+        ``"cpu"`` or ``"cuda"``: where the network fits (mean-field SVI, IVON) run.
+        Everything else, and every result, stays on the CPU.
     """
 
     seed: int = 0
@@ -72,6 +75,7 @@ class Settings:
     ablation_models: tuple[str, ...] = ("seed_linear", "linear_correlated")
     sweep_models: tuple[str, ...] = ("linear_correlated", "logistic_breast_cancer")
     sweep_halvings: int = 3
+    device: str = "cpu"
     quick: bool = False
 
     @classmethod

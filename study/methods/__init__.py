@@ -19,6 +19,7 @@ from study.core.results import Fit
 from study.methods.svi import fit_expected_loss, fit_svi_meanfield
 from study.methods import ablation
 from study.methods import guides
+from study.methods import ivon
 from study.methods import lrvb
 from study.methods import sweep
 
@@ -62,6 +63,7 @@ METHODS: dict[str, Method] = {
         Method("laplace_diag", "exact Hessian at the MAP: 1/sqrt(H_ii)", fit_laplace_diag),
         Method("laplace_torch_full", "laplace-torch FullLaplace, all weights", fit_laplace_torch_full, laplace_torch_applicability),
         Method("laplace_torch_diag", "laplace-torch DiagLaplace, all weights", fit_laplace_torch_diag, laplace_torch_applicability),
+        Method("ivon", "IVON optimiser on the model's network (ivon-opt): sigma = 1/sqrt(N (h + prior/N)), h its Hessian estimate", ivon.fit_ivon, laplace_torch_applicability),
         Method("reference", "analytic posterior, posteriordb gold draws, or NUTS", fit_reference),
         Method("data_sweep", "sigma_SVI, laplace_diag and laplace_full refitted on nested subsets of the data; sd: all the data", sweep.fit_data_sweep, sweep.applicability),
     )
