@@ -286,9 +286,15 @@ def train_ivon(
 
 
 def ivon_config(run: ModelRun) -> IVONConfig:
-    """The study's IVON settings: as many steps as an SVI fit, on the run's device."""
+    """The study's IVON settings: as many steps as an SVI fit, on the run's device.
+
+    On a large model the mini-batches of the mean-field fit (``study.methods.svi.scale_plan``):
+    both see the same amount of data per step.
+    """
+    from study.methods.svi import scale_plan
+
     steps = max(100, int(round(run.settings.svi_steps * run.spec.svi_steps_scale)))
-    return IVONConfig(steps=steps, device=getattr(run.settings, "device", "cpu"))
+    return IVONConfig(steps=steps, device=run.settings.device, batch_size=scale_plan(run)["subsample_size"])
 
 
 def _start_weights(run: ModelRun) -> tuple[torch.Tensor, str]:
