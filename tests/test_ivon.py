@@ -87,3 +87,13 @@ def test_ivon_bad_input_one_line_errors():
         train_ivon(torch.nn.Linear(4, 1).double(), "regression", x, y, 0.0, IVONConfig(steps=10), seed=0)
     with pytest.raises(ValueError, match="forgetting"):
         train_ivon(torch.nn.Linear(4, 1).double(), "regression", x, y, 1.0, IVONConfig(steps=10, forgetting=20), seed=0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_a_gpu_is_a_one_line_error(capsys, tmp_path):
+    from study.compare import main
+
+    assert main(["--device", "cuda", "--models", "seed_linear", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no CUDA device" in err[0]
+    assert not (tmp_path / "out").exists()
