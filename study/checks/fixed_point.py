@@ -32,6 +32,16 @@ import torch
 
 from study.core.joint import FlatJoint
 
+# Up to this many latent coordinates the check measures every coordinate (and keeps the
+# blocks linear response needs); above it, a random subset of ``FIXED_POINT_PER_SITE``
+# coordinates per latent site (``study.core.subset``) at no more than
+# ``FIXED_POINT_SUBSET_DRAWS`` draws, evaluated ``FIXED_POINT_CHUNK`` draws at a time:
+# memory O(d) per draw, time (draws x coordinates) Hessian-vector products.
+FIXED_POINT_ALL_COORDINATES = 256
+FIXED_POINT_PER_SITE = 16
+FIXED_POINT_SUBSET_DRAWS = 128
+FIXED_POINT_CHUNK = 8
+
 # Residuals within this many standard errors of 0 count as "at the fixed point".
 Z_LIMIT = 3.0
 # A sigma that moved towards the fixed point between the two halves of the averaging
@@ -55,20 +65,24 @@ class Curvature:
     mean, sd : np.ndarray
         Shape ``(d,)``: the ``q`` the draws come from.
     hessian_diagonal : np.ndarray
-        Shape ``(P, d)``: ``H_ii`` averaged over each antithetic pair.
-    blocks : np.ndarray
+        Shape ``(P, k)``: ``H_ii`` averaged over each antithetic pair, at the ``k``
+        measured coordinates (all ``d`` unless ``coordinates`` says otherwise).
+    blocks : np.ndarray or None
         Shape ``(groups, 2d, 2d)``: per group, the sum over its draws of the
         per-draw Hessian of ``-ELBO`` in ``eta = (mu, log sigma)`` (see
-        ``study.methods.lrvb``); symmetric.
+        ``study.methods.lrvb``); symmetric. ``None`` on a coordinate subset.
     counts : np.ndarray
         Shape ``(groups,)``: draws per group.
+    coordinates : np.ndarray or None
+        Shape ``(k,)``: the flat indices measured; ``None`` for all of them.
     """
 
     mean: np.ndarray
     sd: np.ndarray
     hessian_diagonal: np.ndarray
-    blocks: np.ndarray
+    blocks: np.ndarray | None
     counts: np.ndarray
+    coordinates: np.ndarray | None = None
 
     @property
     def draws(self) -> int:
@@ -111,8 +125,18 @@ def expected_curvature(
     Returns
     -------
     Curvature
+        Above ``FIXED_POINT_ALL_COORDINATES`` coordinates, on a random subset of them
+        (``FIXED_POINT_PER_SITE`` per latent site) at no more than
+        ``FIXED_POINT_SUBSET_DRAWS`` draws, without the linear-response blocks.
     """
     d = joint.dim
+    if d > FIXED_POINT_ALL_COORDINATES:
+        from study.core.subset import SUBSET_SEED, coordinate_subset
+
+        coordinates = coordinate_subset(joint, FIXED_POINT_PER_SITE, SUBSET_SEED)
+        return expected_curvature_subset(
+            joint, mean, sd, min(draws, FIXED_POINT_SUBSET_DRAWS), seed, coordinates, groups, antithetic
+        )
     n_pairs = max(groups, (draws + 1) // 2)
     eps = antithetic_normals(n_pairs, d, seed, antithetic)  # (M, d)
     mean_t = torch.as_tensor(mean, dtype=joint.dtype)
@@ -156,6 +180,66 @@ def expected_curvature(
     )
 
 
+def expected_curvature_subset(
+    joint: FlatJoint, mean: np.ndarray, sd: np.ndarray, draws: int, seed: int, coordinates: np.ndarray,
+    groups: int = 8, antithetic: bool = True, chunk: int = FIXED_POINT_CHUNK,
+) -> Curvature:
+    """The exact Hessian diagonal of ``U`` at antithetic draws from ``q``, on chosen coordinates only.
+
+    ``chunk`` draws at a time: the gradient of their summed ``U`` is block-diagonal in
+    the draws, so one Hessian-vector product per coordinate gives that coordinate's
+    ``H_ii`` at every draw of the chunk. Never a ``d x d`` matrix; memory is the
+    model's graph for ``chunk`` draws.
+
+    Parameters
+    ----------
+    joint : FlatJoint
+    mean, sd : np.ndarray
+        Shape ``(d,)``.
+    draws, seed, groups, antithetic
+        As in ``expected_curvature``.
+    coordinates : np.ndarray
+        Shape ``(k,)``: flat indices to measure.
+    chunk : int
+        Draws evaluated together.
+
+    Returns
+    -------
+    Curvature
+        ``hessian_diagonal`` of shape ``(P, k)``, ``blocks`` ``None``.
+    """
+    d = joint.dim
+    coordinates = np.asarray(coordinates, dtype=np.int64)
+    n_pairs = max(groups, (draws + 1) // 2)
+    eps = antithetic_normals(n_pairs, d, seed, antithetic)  # (M, d)
+    mean_t = torch.as_tensor(mean, dtype=joint.dtype)
+    sd_t = torch.as_tensor(sd, dtype=joint.dtype)
+    M = eps.shape[0]
+    diag = torch.empty(M, len(coordinates), dtype=joint.dtype)
+    for start in range(0, M, chunk):
+        z = (mean_t + sd_t * torch.as_tensor(eps[start : start + chunk], dtype=joint.dtype)).requires_grad_(True)
+        (grad,) = torch.autograd.grad(-joint.log_joint_batched(z).sum(), z, create_graph=True)
+        if not torch.isfinite(grad).all():
+            raise FloatingPointError("the gradient of log p is not finite at some draws from q")
+        for j, i in enumerate(coordinates.tolist()):
+            (column,) = torch.autograd.grad(grad[:, i].sum(), z, retain_graph=True)
+            diag[start : start + z.shape[0], j] = column[:, i].detach()
+        del grad, z
+    if not torch.isfinite(diag).all():
+        raise FloatingPointError("the Hessian of log p is not finite at some draws from q")
+    pair = np.arange(M) % n_pairs
+    counts = np.bincount(pair % groups, minlength=groups).astype(float)
+    pairs = 0.5 * (diag[:n_pairs] + diag[n_pairs:])
+    return Curvature(
+        mean=np.asarray(mean, dtype=float).copy(),
+        sd=np.asarray(sd, dtype=float).copy(),
+        hessian_diagonal=pairs.numpy(),
+        blocks=None,
+        counts=counts,
+        coordinates=coordinates,
+    )
+
+
 def fixed_point_residual(curvature: Curvature, sd_rel_se: np.ndarray | float | None = None) -> dict:
     """``r_i = sigma_i^2 E_q[H_ii] - 1`` with its Monte Carlo standard error.
 
@@ -174,20 +258,29 @@ def fixed_point_residual(curvature: Curvature, sd_rel_se: np.ndarray | float | N
         ``expected_hessian_se`` (lists of length ``d``), ``draws``,
         ``se_includes_sigma`` (bool).
     """
-    h = curvature.hessian_diagonal  # (P, d)
+    h = curvature.hessian_diagonal  # (P, k)
     n_pairs = h.shape[0]
-    expected = h.mean(0)
-    expected_se = h.std(0, ddof=1) / math.sqrt(n_pairs)
+    d = len(curvature.sd)
+    index = np.arange(d) if curvature.coordinates is None else np.asarray(curvature.coordinates)
+    measured_expected = h.mean(0)
+    measured_se = h.std(0, ddof=1) / math.sqrt(n_pairs)
+    # Unmeasured coordinates (a subset above FIXED_POINT_ALL_COORDINATES) stay NaN.
+    expected = np.full(d, np.nan)
+    expected_se = np.full(d, np.nan)
+    expected[index], expected_se[index] = measured_expected, measured_se
     sd = curvature.sd
     r = sd**2 * expected - 1.0
     # Delta method on 1 + r = sigma^2 E[H]: relative errors add in quadrature, sigma's twice.
-    relative = (expected_se / np.abs(expected)) ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        relative = (expected_se / np.abs(expected)) ** 2
     if sd_rel_se is not None:
         relative = relative + (2.0 * np.asarray(sd_rel_se, dtype=float)) ** 2
     se = np.abs(1.0 + r) * np.sqrt(relative)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(se > 0, r / se, np.where(r == 0, 0.0, np.inf * np.sign(r)))
+    z[np.isnan(r)] = np.nan
     return {
+        "coordinates": None if curvature.coordinates is None else index.tolist(),
         "r": r.tolist(),
         "se": se.tolist(),
         "z": z.tolist(),
@@ -227,12 +320,15 @@ def diagnose(residual: dict, change: np.ndarray | None, names: list[str]) -> dic
     points to the optimisation; a large gap with a settled sigma points to the
     objective (the model as the ELBO sees it).
     """
+    # Unmeasured coordinates (NaN: a subset of a large model) are left out.
     r = np.asarray(residual["r"], dtype=float)
     z = np.asarray(residual["z"], dtype=float)
-    off = np.flatnonzero(np.abs(z) > Z_LIMIT)
+    measured = int(np.sum(~np.isnan(r)))
+    with np.errstate(invalid="ignore"):
+        off = np.flatnonzero(np.abs(z) > Z_LIMIT)
     out = {
-        "max_abs_r": float(np.max(np.abs(r))),
-        "max_abs_z": float(np.max(np.abs(z))),
+        "max_abs_r": float(np.nanmax(np.abs(r))),
+        "max_abs_z": float(np.nanmax(np.abs(z))),
         "off": [names[i] for i in off],
         "moving": [],
         "z_limit": Z_LIMIT,
@@ -251,7 +347,7 @@ def diagnose(residual: dict, change: np.ndarray | None, names: list[str]) -> dic
     out["moving"] = [names[i] for i in moving]
     worst = int(off[np.argmax(np.abs(z[off]))])
     head = (
-        f"{len(off)} of {len(r)} parameters are beyond {Z_LIMIT:g} SE (worst `{names[worst]}`: "
+        f"{len(off)} of {measured} {'measured ' if measured < len(r) else ''}parameters are beyond {Z_LIMIT:g} SE (worst `{names[worst]}`: "
         f"r = {r[worst]:.3g}, {abs(z[worst]):.1f} SE)"
     )
     optimiser = sorted(set(moving) | set(small))
@@ -350,6 +446,9 @@ def price_residual(
 def residual_by_site(joint: FlatJoint, residual: dict) -> dict[str, dict]:
     """Per latent site (a network layer's weights or biases): median ``r``, its SE and the share within 3 SE.
 
+    Only measured coordinates count (a subset check leaves the others NaN); a site
+    with none is left out.
+
     The SE of the median is the normal-theory ``1.2533 SE_typical / sqrt(n)`` spread
     plus the Monte Carlo error of each ``r_i`` (median of the per-coordinate SEs over
     ``sqrt(n)``), a rough but stated figure.
@@ -359,7 +458,11 @@ def residual_by_site(joint: FlatJoint, residual: dict) -> dict[str, dict]:
     out = {}
     for site in joint.sites:
         rs, ses = r[site.slice], se[site.slice]
+        measured = np.isfinite(rs) & np.isfinite(ses)  # a coordinate subset leaves the rest NaN
+        rs, ses = rs[measured], ses[measured]
         n = len(rs)
+        if n == 0:
+            continue
         spread = 1.2533 * np.std(rs) / math.sqrt(n) if n > 1 else float("nan")
         out[site.name] = {
             "n": n,

@@ -23,6 +23,7 @@ import torch
 from study.core.context import ModelRun
 from study.core.draws import diagonal_gaussian_draws, gaussian_draws
 from study.core.results import Fit
+from study.methods.size_guard import dense_hessian_allowed
 
 
 class NotPositiveDefinite(ArithmeticError):
@@ -42,12 +43,15 @@ class MapNotFound(ArithmeticError):
 def find_map(run: ModelRun, max_newton_steps: int = 50) -> dict:
     """Mode of ``log p(z, y)``: L-BFGS, then Newton steps with the exact Hessian.
 
+    Above the size guard (``study.methods.size_guard.DENSE_HESSIAN_LIMIT``) the
+    search is L-BFGS alone and no Hessian is built: memory stays O(d).
+
     Returns
     -------
     dict
-        ``z`` ``(d,)``, ``hessian`` ``(d, d)``, ``potential``, ``grad_norm``,
-        ``newton_steps``, ``wall_seconds``. The search starts at the model's
-        init point (``ModelSpec.init_loc_fn``).
+        ``z`` ``(d,)``, ``hessian`` ``(d, d)`` (``None`` above the size guard),
+        ``potential``, ``grad_norm``, ``newton_steps``, ``wall_seconds``. The
+        search starts at the model's init point (``ModelSpec.init_loc_fn``).
     """
     joint = run.joint
     start_time = time.perf_counter()
@@ -66,11 +70,14 @@ def find_map(run: ModelRun, max_newton_steps: int = 50) -> dict:
     optimiser.step(closure)
     z = z.detach()
     newton_steps = 0
+    hessian, hessian_at = None, None
+    if not dense_hessian_allowed(joint.dim):
+        max_newton_steps = 0
     for newton_steps in range(1, max_newton_steps + 1):
         potential, grad = joint.potential_and_grad(z)
         if not torch.isfinite(potential):
             raise MapNotFound(f"MAP search reached a non-finite log density ({potential.item()})")
-        hessian = joint.hessian(z)
+        hessian, hessian_at = joint.hessian(z), z
         chol, info = torch.linalg.cholesky_ex(hessian)
         if info != 0:
             break  # not locally convex: leave it to the positive-definiteness check
@@ -90,9 +97,17 @@ def find_map(run: ModelRun, max_newton_steps: int = 50) -> dict:
             break
         z = candidate
     potential, grad = joint.potential_and_grad(z)
-    hessian = joint.hessian(z)
-    if not torch.isfinite(hessian).all():
-        raise MapNotFound("Hessian at the MAP has non-finite entries")
+    if not torch.isfinite(potential):
+        raise MapNotFound(f"MAP search reached a non-finite log density ({potential.item()})")
+    if dense_hessian_allowed(joint.dim):
+        # The last Newton step's Hessian when the search stopped where it was taken (the usual
+        # case): each Hessian costs d Hessian-vector products.
+        if hessian_at is None or not torch.equal(hessian_at, z):
+            hessian = joint.hessian(z)
+        if not torch.isfinite(hessian).all():
+            raise MapNotFound("Hessian at the MAP has non-finite entries")
+    else:
+        hessian = None
     return {
         "z": z,
         "hessian": hessian,
@@ -111,6 +126,8 @@ def map_and_hessian(run: ModelRun) -> dict:
 
 
 def _curvature_info(found: dict) -> dict:
+    if found["hessian"] is None:
+        raise ValueError("no exact Hessian above the size guard (study.methods.size_guard)")
     eigenvalues = torch.linalg.eigvalsh(found["hessian"])
     smallest, largest = float(eigenvalues[0]), float(eigenvalues[-1])
     info = {

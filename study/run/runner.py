@@ -37,6 +37,7 @@ from study.core.errors import one_line
 from study.core.results import FAILED, FLAGGED, OK, SKIPPED, Fit, ModelResult, StudyResult
 from study.core.settings import Settings
 from study.checks.shape import check_shapes
+from study.core.memory import fix_mmap_threshold
 
 # A NUTS run with more divergent transitions than this fraction of its draws is
 # flagged: divergences mean the sampler missed regions of high curvature, so its
@@ -131,6 +132,7 @@ def run_model(
     # One thread: the models are small, and the numbers must not depend on how many
     # threads a reduction was split over (same seed, same bytes, with or without workers).
     torch.set_num_threads(1)
+    fix_mmap_threshold()  # loops of Hessian-vector products must not fragment the heap
     start = time.perf_counter()
     try:
         spec = resolve(source)
