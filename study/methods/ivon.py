@@ -298,19 +298,16 @@ def ivon_config(run: ModelRun) -> IVONConfig:
 
 
 def _start_weights(run: ModelRun) -> tuple[torch.Tensor, str]:
-    """The MAP when the run already has one (or can afford the dense search), else the model's init."""
+    """The MAP the other methods share (so IVON describes the same mode), else the model's init.
+
+    Above the size guard the MAP search builds no Hessian (``study.methods.laplace.find_map``).
+    """
     from study.methods.laplace import MapNotFound, map_and_hessian
 
-    if "map" in run.cache or run.joint.dim <= DENSE_MAP_LIMIT:
-        try:
-            return map_and_hessian(run)["z"], "MAP"
-        except (MapNotFound, torch.linalg.LinAlgError, ValueError, RuntimeError):
-            pass
-    return run.joint.init_z.detach(), "model init"
-
-
-# Above this many latents the MAP search's dense Hessian is not computed just to start IVON.
-DENSE_MAP_LIMIT = 5000
+    try:
+        return map_and_hessian(run)["z"], "MAP"
+    except (MapNotFound, torch.linalg.LinAlgError, ValueError, RuntimeError):
+        return run.joint.init_z.detach(), "model init"
 
 
 def fit_ivon(run: ModelRun) -> Fit:
