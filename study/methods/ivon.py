@@ -368,6 +368,8 @@ def fit_ivon(run: ModelRun) -> Fit:
         "sd_se": None if errors["se"] is None else errors["se"].tolist(),
         "sd_rel_se": errors["rel_se"],
         "h_moved_median": float(np.median(np.abs(h / config.hess_init - 1.0))),
+        # Price's estimator can be negative; IVON's update keeps h + delta > 0, but h itself may not be.
+        "h_negative_share": float(np.mean(h < 0)),
         "h_over_init_quantiles": np.quantile(h / config.hess_init, [0.1, 0.5, 0.9]).tolist(),
         "h_trajectory": {
             "step": first.record_steps.tolist(),
