@@ -259,8 +259,9 @@ def start_point(run: ModelRun):
     return init_to_value(values=values, fallback=run.init_loc_fn), "MAP"
 
 
-# Above this many latents the mean-field fit runs in its large-model regime (``scale_plan``).
-LARGE_MODEL_DIM = 20_000
+# Above this many latents (the dense-Hessian size guard's limit) the mean-field fit runs in its
+# large-model regime (``scale_plan``).
+LARGE_MODEL_DIM = 5_000
 # Large-model regime: particles per step, rows per mini-batch, draws for the final ELBO,
 # antithetic pairs of the gradient-only fixed-point check.
 LARGE_PARTICLES = 4
