@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from study.core.context import ModelRun
 from study.methods.laplace import MapNotFound, map_and_hessian
 from study.methods.optim import ScaledLocAdam
+from study.methods.size_guard import DENSE_HESSIAN_LIMIT
 from study.core.draws import diagonal_gaussian_draws
 from study.core.results import Fit
 
@@ -261,7 +262,7 @@ def start_point(run: ModelRun):
 
 # Above this many latents (the dense-Hessian size guard's limit) the mean-field fit runs in its
 # large-model regime (``scale_plan``).
-LARGE_MODEL_DIM = 5_000
+LARGE_MODEL_DIM = DENSE_HESSIAN_LIMIT
 # Large-model regime: particles per step, rows per mini-batch, draws for the final ELBO,
 # antithetic pairs of the gradient-only fixed-point check.
 LARGE_PARTICLES = 4
