@@ -156,7 +156,14 @@ class NetworkModel:
     def dim(self) -> int:
         return weight_count(self.sizes)
 
-    def __call__(self, X: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, X: torch.Tensor, y: torch.Tensor | None = None,
+                 subsample_size: int | None = None) -> torch.Tensor:
+        """Sample the weights and observe ``y``; ``subsample_size`` random rows per call when given.
+
+        With ``subsample_size`` the data plate draws that many rows and Pyro scales
+        their log-likelihood by ``N / subsample_size``, an unbiased estimate of the
+        full one (stochastic-gradient SVI on large networks).
+        """
         prior_scale = self.prior_precision**-0.5
         params = {}
         for name, param in self.module.named_parameters():
@@ -164,8 +171,10 @@ class NetworkModel:
             params[name] = pyro.sample(
                 self.sites[name], dist.Normal(zero, prior_scale).to_event(param.dim())
             )
-        out = apply_module(self.module, params, X)
-        with pyro.plate("data", X.shape[-2]):
+        with pyro.plate("data", X.shape[-2], subsample_size=subsample_size, device=X.device) as rows:
+            if subsample_size is not None:
+                X, y = X[rows], (None if y is None else y[rows])
+            out = apply_module(self.module, params, X)
             if self.likelihood == CLASSIFICATION:
                 pyro.sample("y", dist.Categorical(logits=out), obs=y)
             else:

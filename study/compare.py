@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--no-cache", action="store_true",
                         help="recompute every fit (default: reuse finished fits from <out>/cache)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where the network fits (mean-field SVI, IVON) run (default cpu)")
     parser.add_argument("--list", action="store_true", help="list models and methods, then exit")
     return parser
 
@@ -170,6 +172,11 @@ def validate(args) -> None:
 
         if find_spec("distributed") is None:
             raise InputError("--scheduler needs dask.distributed, which is not installed: pip install '.[dask]'")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda: torch sees no CUDA device here (use --device cpu)")
     if args.out.exists() and not args.out.is_dir():
         raise InputError(f"--out {args.out} exists and is not a folder")
 
@@ -200,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         print("methods: " + ", ".join(METHODS))
         return 0
 
-    settings = Settings.make(quick=args.quick, seed=args.seed, svi_steps=args.steps, svi_seeds=args.seeds)
+    settings = Settings.make(quick=args.quick, seed=args.seed, svi_steps=args.steps, svi_seeds=args.seeds,
+                             device=None if args.device == "cpu" else args.device)
     methods = args.methods or list(METHODS)
     command = "python -m study.compare " + " ".join(shlex.quote(a) for a in argv)
     start = time.perf_counter()

@@ -72,6 +72,9 @@ class Settings:
     stop_loss_z : float
         ... and the mean loss fell between the two halves by less than this many
         standard errors of that difference.
+    device : str
+        ``"cpu"`` or ``"cuda"``: where the network fits (mean-field SVI, IVON) run.
+        Everything else, and every result, stays on the CPU.
     """
 
     seed: int = 0
@@ -92,6 +95,7 @@ class Settings:
     ablation_models: tuple[str, ...] = ("seed_linear", "linear_correlated")
     sweep_models: tuple[str, ...] = ("linear_correlated", "logistic_breast_cancer")
     sweep_halvings: int = 3
+    device: str = "cpu"
     quick: bool = False
     stop_early: bool = True
     check_every: int = 100

@@ -18,6 +18,7 @@ in the objective:
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from tqdm.auto import tqdm
 from study.core.context import ModelRun
 from study.methods.laplace import MapNotFound, map_and_hessian
 from study.methods.optim import ScaledLocAdam
+from study.methods.size_guard import DENSE_HESSIAN_LIMIT
 from study.core.draws import diagonal_gaussian_draws
 from study.core.results import Fit
 
@@ -233,7 +235,7 @@ def converged(losses: np.ndarray, sd_first: torch.Tensor, sd_second: torch.Tenso
 
 
 def run_and_average(svi: SVI, run: ModelRun, method: str, steps: int, snapshot,
-                    stop_early: bool = False) -> AveragedIterates:
+                    stop_early: bool = False, data=None) -> AveragedIterates:
     """Up to ``steps`` SVI steps; iterates averaged over the last ``average_fraction`` of them.
 
     ``snapshot()`` returns ``(loc, spread, sd)`` of the guide after a step: ``spread`` is
@@ -245,7 +247,7 @@ def run_and_average(svi: SVI, run: ModelRun, method: str, steps: int, snapshot,
     With ``stop_early`` (and ``Settings.stop_early``), every ``check_every`` steps from
     ``min_steps_fraction`` of ``steps`` on, the window is the last ``average_fraction``
     of the steps run so far (whole blocks of ``check_every`` steps), and the run stops
-    as soon as ``converged`` holds on it; ``steps`` is the cap.
+    as soon as ``converged`` holds on it; ``steps`` is the cap. ``data`` replaces ``run.data`` (e.g. on a GPU).
     """
     s = run.settings
     record_every = max(1, steps // 400)
@@ -272,7 +274,7 @@ def run_and_average(svi: SVI, run: ModelRun, method: str, steps: int, snapshot,
 
     stopped = steps
     for step in bar:
-        value = svi.step(**run.data)
+        value = svi.step(**(run.data if data is None else data))
         if not math.isfinite(value):
             raise NonFiniteLoss(f"{method} loss became {value} at step {step}")
         losses[step] = value
@@ -345,6 +347,55 @@ def start_point(run: ModelRun):
     return init_to_value(values=values, fallback=run.init_loc_fn), "MAP"
 
 
+# Above this many latents (the dense-Hessian size guard's limit) the mean-field fit runs in its
+# large-model regime (``scale_plan``).
+LARGE_MODEL_DIM = DENSE_HESSIAN_LIMIT
+# Large-model regime: particles per step, rows per mini-batch, draws for the final ELBO,
+# antithetic pairs of the gradient-only fixed-point check.
+LARGE_PARTICLES = 4
+LARGE_SUBSAMPLE = 256
+LARGE_ELBO_DRAWS = 64
+LARGE_RESIDUAL_PAIRS = 32
+
+
+def _accepts_subsample(model) -> bool:
+    import inspect
+
+    try:
+        return "subsample_size" in inspect.signature(model).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def scale_plan(run: ModelRun) -> dict:
+    """How a mean-field fit of this model runs: particles, data subsampling, check costs.
+
+    Up to ``LARGE_MODEL_DIM`` latents: the settings' particles on the full data, the
+    exact Hessian diagonal at ``curvature_draws`` draws for the fixed point. Above it
+    (networks of 10^4-10^6 weights), a step with 32 particles over all the rows costs a
+    second or more: ``LARGE_PARTICLES`` particles, and mini-batches of ``LARGE_SUBSAMPLE``
+    rows when the model takes a ``subsample_size`` keyword (its ``pyro.plate`` then scales
+    the likelihood by ``N / subsample_size``); the fixed point is checked with
+    gradients only (``study.checks.fixed_point.price_residual``). The step size schedule
+    and sigma's start are the same in both regimes: Adam steps ``log sigma`` by up to the
+    learning rate per step (``study.methods.optim``), so the geometric decay from
+    ``lr_start`` to ``lr_end`` lets log sigma travel about
+    ``steps (lr_start - lr_end) / ln(lr_start / lr_end)`` (32 units at 3000 steps),
+    far more than the 2-3 units from ``init_scale`` to a prior-dominated sigma.
+    """
+    s = run.settings
+    n = None
+    if run.joint.dim <= LARGE_MODEL_DIM:
+        return {"regime": "small", "particles": s.particles, "subsample_size": None,
+                "elbo_draws": s.elbo_draws, "fixed_point": "hessian"}
+    if _accepts_subsample(run.spec.model):
+        sizes = [v.shape[0] for v in run.data.values() if hasattr(v, "shape") and v.dim() > 0]
+        n = max(sizes) if sizes else None
+    subsample = LARGE_SUBSAMPLE if n is not None and n > LARGE_SUBSAMPLE else None
+    return {"regime": "large", "particles": min(s.particles, LARGE_PARTICLES), "subsample_size": subsample,
+            "elbo_draws": min(s.elbo_draws, LARGE_ELBO_DRAWS), "fixed_point": "price"}
+
+
 def optimise(
     run: ModelRun,
     method: str,
@@ -368,21 +419,33 @@ def optimise(
     pyro.clear_param_store()
     pyro.set_rng_seed(run.seed(method) if seed is None else seed)
     init_loc_fn, init_from = start_point(run)
-    guide = AutoNormal(run.spec.model, init_loc_fn=init_loc_fn, init_scale=s.init_scale)
-    guide(**run.data)  # creates the parameters, so the optimiser can pair means with scales
+    plan = scale_plan(run)
+    model = run.spec.model
+    data = run.data
+    if s.device != "cpu":
+        # Data and the guide's start on the device; snapshots come back to the CPU.
+        device = torch.device(s.device)
+        data = {k: v.to(device) if torch.is_tensor(v) else v for k, v in run.data.items()}
+        if init_from == "MAP":
+            values = {k: v.to(device) for k, v in run.joint.constrain(map_and_hessian(run)["z"]).items()}
+            init_loc_fn = init_to_value(values=values, fallback=run.init_loc_fn)
+    if plan["subsample_size"] is not None:
+        model = functools.partial(model, subsample_size=plan["subsample_size"])
+    guide = AutoNormal(model, init_loc_fn=init_loc_fn, init_scale=s.init_scale)
+    guide(**data)  # creates the parameters, so the optimiser can pair means with scales
     if constant_lr is None:
         lr, lrd = s.lr_start, (s.lr_end / s.lr_start) ** (1.0 / steps)
     else:
         lr, lrd = constant_lr, 1.0
-    model, masked_guide = masked_objective(run.spec.model, guide, include_prior, include_entropy)
-    loss = CheckedJitELBO(s.particles, run.joint.max_plate_nesting)
+    model, masked_guide = masked_objective(model, guide, include_prior, include_entropy)
+    loss = CheckedJitELBO(plan["particles"], run.joint.max_plate_nesting)
     svi = SVI(model, masked_guide, ScaledLocAdam(guide, lr=lr, lr_decay=lrd), loss)
 
     def snapshot():
         loc, scale = guide_loc_scale(guide, run)
-        return loc, scale, scale
+        return loc.cpu(), scale.cpu(), scale.cpu()
 
-    trace = run_and_average(svi, run, method, steps, snapshot, stop_early=constant_lr is None)
+    trace = run_and_average(svi, run, method, steps, snapshot, stop_early=constant_lr is None, data=data)
     changes = trace.sd_second / trace.sd_first - 1.0
     return SVIRun(
         mean=trace.mean.numpy(),
@@ -405,11 +468,12 @@ def optimise(
 def elbo_estimate(run: ModelRun, mean: np.ndarray, sd: np.ndarray, seed: int) -> tuple[float, float]:
     """ELBO of ``N(mean, diag sd^2)`` by Monte Carlo, with its standard error.
 
-    ``E_q[log p(z, y)]`` from ``elbo_draws`` draws plus the exact Gaussian entropy.
+    ``E_q[log p(z, y)]`` from ``elbo_draws`` draws (fewer for a large model, ``scale_plan``),
+    evaluated 16 at a time, plus the exact Gaussian entropy.
     """
-    z = torch.as_tensor(diagonal_gaussian_draws(mean, sd, run.settings.elbo_draws, seed)[0])
+    z = torch.as_tensor(diagonal_gaussian_draws(mean, sd, scale_plan(run)["elbo_draws"], seed)[0])
     with torch.no_grad():
-        log_joint = run.joint.log_joint_batched(z).numpy()
+        log_joint = torch.cat([run.joint.log_joint_batched(part) for part in z.split(16)]).numpy()
     entropy = float(np.sum(np.log(sd)) + 0.5 * len(sd) * math.log(2 * math.pi * math.e))
     return float(log_joint.mean() + entropy), float(log_joint.std(ddof=1) / math.sqrt(len(log_joint)))
 
@@ -514,7 +578,9 @@ def fit_svi_meanfield(run: ModelRun) -> Fit:
     per-seed values, the standard error of ``sd`` and the fixed-point residual
     ``sigma_i^2 E_q[H_ii] - 1`` (``study.checks.fixed_point``) at the averaged ``q``.
     """
-    from study.checks.fixed_point import diagnose, expected_curvature, fixed_point_residual
+    from study.checks.fixed_point import (
+        diagnose, expected_curvature, fixed_point_residual, price_residual, residual_by_site,
+    )
     from study.core.errors import one_line
 
     s = run.settings
@@ -553,12 +619,25 @@ def fit_svi_meanfield(run: ModelRun) -> Fit:
         # meaningless; this is the largest seed-to-seed sd of a mean in units of its sigma.
         "mean_spread_over_sigma": float(np.max(means.std(0, ddof=1) / sd)) if K > 1 else None,
     }
+    plan = scale_plan(run)
+    info["scale_plan"] = plan
+    info["particles"] = plan["particles"]
+    info["data_subsampling"] = (
+        "full batch" if plan["subsample_size"] is None else f"mini-batches of {plan['subsample_size']} rows"
+    )
     start = time.perf_counter()
     try:
-        curvature = expected_curvature(run.joint, mean, sd, s.curvature_draws, run.seed("svi_meanfield/curvature"))
-        run.cache["meanfield_curvature"] = curvature  # svi_meanfield_lr reuses the same draws
-        residual = fixed_point_residual(curvature, errors["rel_se"])
+        if plan["fixed_point"] == "price":
+            residual = price_residual(
+                run.joint, mean, sd, LARGE_RESIDUAL_PAIRS, run.seed("svi_meanfield/curvature"),
+                sd_rel_se=errors["rel_se"],
+            )
+        else:
+            curvature = expected_curvature(run.joint, mean, sd, s.curvature_draws, run.seed("svi_meanfield/curvature"))
+            run.cache["meanfield_curvature"] = curvature  # svi_meanfield_lr reuses the same draws
+            residual = fixed_point_residual(curvature, errors["rel_se"])
         residual["diagnosis"] = diagnose(residual, changes, run.joint.param_names)
+        residual["by_site"] = residual_by_site(run.joint, residual)
         info["fixed_point"] = residual
     except Exception as error:  # the fit stands; the check reports why it could not run
         info["fixed_point"] = {"error": one_line(error)}

@@ -35,6 +35,7 @@ from study.report.topics.curvature import sigma_vs_curvature
 from study.report.topics.fixed_point import fixed_point_answer, fixed_point_blocks
 from study.report.topics.guides import guides_blocks, recovery_answer
 from study.report.topics.intervals import method_intervals
+from study.report.topics.networks import networks_answer
 from study.report.topics.overview import UNTRUSTED_MARK, across_models, answer_blocks, model_anchor, untrusted
 from study.report.topics.sweep import sweep_answer, sweep_blocks
 
@@ -292,10 +293,10 @@ def make_all(
 
 
 def detail_answer_blocks(study, answer: dict, fig_dir: Path) -> list:
-    """Blocks for the answer section: fixed point, KL ablation, recovery of the marginal sd, data size."""
+    """Blocks for the answer section: fixed point, KL ablation, recovery of the marginal sd, data size, networks."""
     fig_dir = Path(fig_dir)
     return (fixed_point_answer(study, answer) + ablation_answer(study, answer) + recovery_answer(study, answer)
-            + sweep_answer(study, answer, fig_dir))
+            + sweep_answer(study, answer, fig_dir) + networks_answer(study, answer, fig_dir))
 
 
 def detail_model_blocks(model: ModelResult, fig_dir: Path) -> list:

@@ -1,0 +1,281 @@
+"""Networks: does sigma track the Hessian diagonal, layer by layer and rung by rung?
+
+For every network in the run (a model with an ``ivon`` fit or a GGN fit), per layer
+(latent site) and per rung (number of weights ``d``):
+
+* a log-log scatter of ``sigma_i^-2`` (mean-field SVI) against the exact Hessian
+  diagonal ``H_ii`` of ``-log p`` at the MAP and against the GGN diagonal (plus the
+  prior precision), one panel per layer and rung;
+* the per-layer median of ``sigma_i^-2 / H_ii`` and ``sigma_i^-2 / GGN_ii`` with a
+  standard error, and the same for IVON's ``N (h_i + delta)``;
+* wall seconds (and peak memory where a fit recorded it) against ``d``, log-log, with
+  the least-squares slope per method;
+* an answer chosen by thresholds: from which ``d`` and in which layers sigma stops
+  tracking ``1/sqrt(H_ii)``, and whether it tracks the GGN better.
+
+Curvature sources, first available: the Hessian diagonal from ``hessian_diag`` or
+``laplace_diag`` (``sd = 1/sqrt(H_ii)``; a subset method leaves the other coordinates
+NaN), the GGN diagonal from ``ggn_diag`` or ``laplace_torch_diag``
+(``sd = 1/sqrt(GGN_ii + prior precision)``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from study.core.results import ModelResult  # noqa: E402
+from study.report.answer import fmt  # noqa: E402
+from study.report.document import Heading, Image, Paragraph, Table  # noqa: E402
+from study.report.plotting import DETAIL_DPI, save  # noqa: E402
+
+HESSIAN_SOURCES = ("hessian_diag", "laplace_diag")
+GGN_SOURCES = ("ggn_diag", "laplace_torch_diag")
+SIGMA_SOURCES = ("svi_meanfield", "ivon")
+# A layer "tracks" a curvature when the median of sigma_i^-2 / curvature_i lies within this
+# factor of 1 (a factor 1.25^2 in precision: sigma within 25%, the band of the main answer).
+TRACK_FACTOR = 1.25**2
+# Points per scatter panel (a random subset above it, for a readable, small figure).
+MAX_POINTS = 3000
+
+
+def _fit_ok(model: ModelResult, method: str):
+    fit = model.fits.get(method)
+    return fit if fit is not None and fit.ok and fit.sd is not None else None
+
+
+def is_network(model: ModelResult) -> bool:
+    """A network: the model has an ``ivon`` fit or a GGN-diagonal fit (methods for networks)."""
+    return any(_fit_ok(model, m) is not None for m in ("ivon", "ggn_diag"))
+
+
+def precision_of(model: ModelResult, sources: tuple[str, ...]) -> tuple[np.ndarray | None, str | None]:
+    """``sd^-2`` of the first usable source, shape ``(d,)`` (NaN where the source has no value)."""
+    for method in sources:
+        fit = _fit_ok(model, method)
+        if fit is not None:
+            sd = np.asarray(fit.sd, dtype=float)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.where(sd > 0, sd**-2.0, np.nan), method
+    return None, None
+
+
+def layer_slices(model: ModelResult) -> list[tuple[str, slice]]:
+    """``(site name, flat slice)`` per latent site, from the model's layout."""
+    return [(name, slice(offset, offset + int(np.prod(shape) if len(shape) else 1)))
+            for name, offset, shape in model.layout]
+
+
+def median_with_se(ratios: np.ndarray) -> tuple[float, float]:
+    """Median of positive ``ratios`` and its SE (``1.2533 sd / sqrt(n)`` on the log scale, mapped back)."""
+    logs = np.log(ratios[np.isfinite(ratios) & (ratios > 0)])
+    if len(logs) == 0:
+        return float("nan"), float("nan")
+    centre = float(np.median(logs))
+    se_log = 1.2533 * float(np.std(logs, ddof=1)) / math.sqrt(len(logs)) if len(logs) > 1 else float("nan")
+    return math.exp(centre), math.exp(centre) * se_log
+
+
+def layer_table(model: ModelResult) -> list[dict]:
+    """Per layer: the median precision ratios of each sigma source against H and GGN, with SEs."""
+    hessian, h_source = precision_of(model, HESSIAN_SOURCES)
+    ggn, g_source = precision_of(model, GGN_SOURCES)
+    rows = []
+    for name, part in layer_slices(model):
+        row = {"layer": name, "n": part.stop - part.start, "hessian_source": h_source, "ggn_source": g_source}
+        for method in SIGMA_SOURCES:
+            fit = _fit_ok(model, method)
+            if fit is None:
+                continue
+            precision = np.asarray(fit.sd, dtype=float)[part] ** -2.0
+            for label, curvature in (("H", hessian), ("GGN", ggn)):
+                if curvature is None:
+                    continue
+                ratio = precision / curvature[part]
+                ratio = ratio[np.isfinite(ratio)]
+                row[f"{method}/{label}"] = median_with_se(ratio) + (len(ratio),)
+        rows.append(row)
+    return rows
+
+
+def tracks(entry) -> bool | None:
+    """Whether a ``(median, se, n)`` entry is within ``TRACK_FACTOR`` of 1; None without one."""
+    if entry is None or not np.isfinite(entry[0]):
+        return None
+    return 1.0 / TRACK_FACTOR <= entry[0] <= TRACK_FACTOR
+
+
+def networks_summary(study) -> dict:
+    """Per network model (sorted by d): its d, layer table and method costs."""
+    out = []
+    for model in study.models:
+        if model.status != "ok" or not is_network(model):
+            continue
+        costs = {m: {"wall_seconds": f.info.get("wall_seconds"), "peak_memory_bytes": f.info.get("peak_memory_bytes")}
+                 for m, f in model.fits.items() if f.ok}
+        out.append({"model": model.name, "title": model.title, "d": len(model.param_names),
+                    "layers": layer_table(model), "costs": costs})
+    out.sort(key=lambda m: m["d"])
+    return {"models": out}
+
+
+def answer_text(summary: dict) -> str:
+    """The networks answer, chosen by ``TRACK_FACTOR`` thresholds."""
+    models = summary["models"]
+    if not models:
+        return ""
+    broken, better_ggn, compared = [], 0, 0
+    for m in models:
+        for row in m["layers"]:
+            h, g = row.get("svi_meanfield/H"), row.get("svi_meanfield/GGN")
+            if tracks(h) is False:
+                broken.append((m["d"], m["model"], row["layer"], h[0]))
+            if h is not None and g is not None and np.isfinite(h[0]) and np.isfinite(g[0]):
+                compared += 1
+                better_ggn += abs(math.log(g[0])) < abs(math.log(h[0]))
+    with_h = [m for m in models if any(row.get("svi_meanfield/H") for row in m["layers"])]
+    if not with_h:
+        return ("No network in this run has both a mean-field fit and a Hessian diagonal, so whether σ tracks "
+                "1/√Hᵢᵢ is not answered here.")
+    if not broken:
+        text = (f"In every layer of every network (d up to {max(m['d'] for m in with_h):,}) the median of "
+                f"σᵢ⁻²/Hᵢᵢ lies within a factor {fmt(TRACK_FACTOR)} of 1: σ tracks 1/√Hᵢᵢ.")
+    else:
+        first = min(b[0] for b in broken)
+        at_first = [f"`{b[2]}` (median {fmt(b[3])})" for b in broken if b[0] == first]
+        text = (f"σ stops tracking 1/√Hᵢᵢ (median σᵢ⁻²/Hᵢᵢ outside a factor {fmt(TRACK_FACTOR)} of 1) from "
+                f"d = {first:,}, in {', '.join(at_first)}; {len(broken)} layer-rungs in all are off.")
+    if compared:
+        text += (f" Against the GGN diagonal the median ratio is closer to 1 than against the Hessian in "
+                 f"{better_ggn} of {compared} layer-rungs: σ tracks the GGN "
+                 f"{'better than' if better_ggn > compared / 2 else 'no better than'} the Hessian.")
+    return text
+
+
+def scatter_figure(study, fig_dir: Path) -> Image | None:
+    """One panel per (rung, layer): sigma^-2 against H_ii (blue) and GGN_ii (orange), log-log."""
+    panels = []
+    for model in sorted((m for m in study.models if m.status == "ok" and is_network(m)),
+                        key=lambda m: len(m.param_names)):
+        svi = _fit_ok(model, "svi_meanfield")
+        if svi is None:
+            continue
+        hessian, _ = precision_of(model, HESSIAN_SOURCES)
+        ggn, _ = precision_of(model, GGN_SOURCES)
+        for name, part in layer_slices(model):
+            panels.append((model, name, part, np.asarray(svi.sd)[part] ** -2.0,
+                           None if hessian is None else hessian[part], None if ggn is None else ggn[part]))
+    if not panels:
+        return None
+    cols = min(4, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.8 * rows), squeeze=False)
+    rng = np.random.default_rng(0)
+    for ax, (model, name, part, precision, hessian, ggn) in zip(axes.flat, panels):
+        lo, hi = np.inf, -np.inf
+        for curvature, color, label in ((hessian, "C0", "Hᵢᵢ"), (ggn, "C1", "GGNᵢᵢ")):
+            if curvature is None:
+                continue
+            keep = np.flatnonzero(np.isfinite(curvature) & (curvature > 0))
+            if len(keep) > MAX_POINTS:
+                keep = rng.choice(keep, MAX_POINTS, replace=False)
+            if len(keep) == 0:
+                continue
+            ax.scatter(curvature[keep], precision[keep], s=3, alpha=0.4, color=color, label=label, lw=0)
+            lo = min(lo, curvature[keep].min(), precision[keep].min())
+            hi = max(hi, curvature[keep].max(), precision[keep].max())
+        if np.isfinite(lo):
+            ax.plot([lo, hi], [lo, hi], color="0.4", lw=0.8, ls="--")
+            ax.set(xscale="log", yscale="log")
+        ax.set_title(f"{model.name}: {name}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, markerscale=3)
+    fig.supxlabel("curvature (Hessian or GGN diagonal, prior included)", fontsize=9)
+    fig.supylabel(r"$\sigma_i^{-2}$ (mean-field SVI)", fontsize=9)
+    path = save(fig, dpi=DETAIL_DPI, path=Path(fig_dir) / "networks-scatter.png")
+    return Image(path, "sigma^-2 against the Hessian and GGN diagonals, per layer and rung",
+                 "One dot per weight (a random subset of at most 3,000 per panel); the dashed line is equality.")
+
+
+def cost_figure(summary: dict, fig_dir: Path) -> tuple[Image | None, dict]:
+    """Wall seconds against d per method, log-log, with least-squares slopes."""
+    models = summary["models"]
+    methods = sorted({m for entry in models for m, c in entry["costs"].items() if c.get("wall_seconds")})
+    slopes = {}
+    if len(models) < 2 or not methods:
+        return None, slopes
+    fig, ax = plt.subplots(figsize=(5.6, 4.0))
+    for i, method in enumerate(methods):
+        points = [(e["d"], e["costs"][method]["wall_seconds"]) for e in models
+                  if e["costs"].get(method, {}).get("wall_seconds")]
+        if len(points) < 2:
+            continue
+        d, seconds = np.asarray(points, dtype=float).T
+        slope = float(np.polyfit(np.log(d), np.log(seconds), 1)[0]) if len(set(d)) > 1 else float("nan")
+        slopes[method] = slope
+        ax.plot(d, seconds, marker="o", color=f"C{i % 10}", label=f"{method} (slope {slope:.2f})")
+    ax.set(xscale="log", yscale="log", xlabel="d (weights)", ylabel="wall seconds", title="Cost against size")
+    ax.legend(fontsize=7)
+    path = save(fig, dpi=DETAIL_DPI, path=Path(fig_dir) / "networks-cost.png")
+    return Image(path, "Wall seconds against d per method",
+                 "Least-squares slope of log seconds on log d in the legend (1: linear in d)."), slopes
+
+
+def networks_answer(study, answer: dict, fig_dir: Path) -> list:
+    """The report's networks section (empty when the run has no network)."""
+    summary = networks_summary(study)
+    if not summary["models"]:
+        return []
+    blocks: list = [Heading(2, "Networks", anchor="networks"), Paragraph(answer_text(summary))]
+    rows = []
+    for entry in summary["models"]:
+        for row in entry["layers"]:
+            cells = [entry["model"], f"{entry['d']:,}", row["layer"], str(row["n"])]
+            for key in ("svi_meanfield/H", "svi_meanfield/GGN", "ivon/H", "ivon/GGN"):
+                value = row.get(key)
+                cells.append("–" if value is None else f"{fmt(value[0])} ± {fmt(value[1], 2)}")
+            rows.append(cells)
+    blocks.append(Table(
+        columns=["model", "d", "layer", "weights", "σ⁻²/Hᵢᵢ", "σ⁻²/GGNᵢᵢ", "IVON N(h+δ)/Hᵢᵢ", "IVON N(h+δ)/GGNᵢᵢ"],
+        rows=rows,
+        caption=("Per layer, the median over weights of the precision ratio ± its SE (1.2533 × sd of the log "
+                 "ratio / √n, on the median's scale). Hᵢᵢ: exact Hessian diagonal of −log p at the MAP "
+                 "(a random subset of coordinates on the largest rungs); GGN: laplace-torch's "
+                 "generalised Gauss-Newton diagonal plus the prior precision."),
+    ))
+    moved = []
+    for model in study.models:
+        fit = _fit_ok(model, "ivon")
+        if fit is not None and fit.info.get("h_moved_median") is not None:
+            cfg = fit.info.get("config", {})
+            moved.append(f"{model.name}: median |h/h_init − 1| = {fmt(fit.info['h_moved_median'])} after "
+                         f"{cfg.get('steps')} steps at β2 = {fmt(cfg.get('beta2'), 5)} (h_init {cfg.get('hess_init')})")
+    if moved:
+        blocks.append(Paragraph("IVON's Hessian estimate h left its initial value: " + "; ".join(moved) + "."))
+    used = []
+    for model in study.models:
+        fit = _fit_ok(model, "svi_meanfield")
+        if fit is not None and is_network(model) and fit.info.get("data_subsampling"):
+            fp = fit.info.get("fixed_point", {}).get("by_site") or {}
+            residuals = ", ".join(f"{k} {fmt(v['median_r'])} ± {fmt(v['median_r_se'], 2)}" for k, v in fp.items())
+            used.append(f"{model.name}: {fit.info['data_subsampling']}, {fit.info.get('particles')} particles, "
+                        f"{fit.info.get('steps')} steps; median fixed-point residual per layer: {residuals or '–'}")
+    if used:
+        blocks.append(Paragraph("Mean-field SVI on the networks: " + "; ".join(used) + "."))
+    scatter = scatter_figure(study, fig_dir)
+    if scatter is not None:
+        blocks.append(scatter)
+    cost, slopes = cost_figure(summary, fig_dir)
+    if cost is not None:
+        blocks.append(cost)
+        blocks.append(Paragraph("Peak memory per method and rung is measured by `benchmarks/networks.py` "
+                                "(resident memory above the process's baseline; GPU memory with `--device cuda`)."))
+    return blocks

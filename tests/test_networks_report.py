@@ -1,0 +1,66 @@
+"""The report's networks section on a synthetic ladder with known ratios."""
+
+import numpy as np
+
+from study.core.results import OK, Fit, ModelResult, StudyResult
+from study.core.settings import Settings
+from study.report.document import Image, Paragraph, Table
+from study.report.topics.networks import TRACK_FACTOR, answer_text, networks_answer, networks_summary
+
+
+def _network(name: str, d1: int, d2: int, off_layer2: float, rng) -> ModelResult:
+    """Two layers; sigma^-2 / H is 1 in W1 and ``off_layer2`` in W2; sigma^-2 / GGN is 1 everywhere."""
+    d = d1 + d2
+    names = [f"w{i}" for i in range(d)]
+    hessian = rng.uniform(1.0, 100.0, d)
+    ggn = hessian.copy()
+    ggn[d1:] = hessian[d1:] * off_layer2  # the GGN differs from H where sigma does
+    sigma = 1.0 / np.sqrt(ggn)
+    fits = {
+        "svi_meanfield": Fit(name, "svi_meanfield", names, mean=np.zeros(d), sd=sigma,
+                             info={"wall_seconds": d / 1000, "data_subsampling": "full batch", "particles": 4,
+                                   "steps": 100}),
+        "ivon": Fit(name, "ivon", names, mean=np.zeros(d), sd=sigma * 1.1,
+                    info={"wall_seconds": d / 2000, "h_moved_median": 3.0,
+                          "config": {"steps": 100, "beta2": 0.9, "hess_init": 0.1}}),
+        "laplace_diag": Fit(name, "laplace_diag", names, mean=np.zeros(d), sd=hessian**-0.5, info={"wall_seconds": 1.0}),
+        "laplace_torch_diag": Fit(name, "laplace_torch_diag", names, mean=np.zeros(d), sd=ggn**-0.5, info={}),
+    }
+    layout = [("W1", 0, (d1,)), ("W2", d1, (d2,))]
+    return ModelResult(name=name, title=name, description="", param_names=names, fits=fits, layout=layout)
+
+
+def _study(tmp_path):
+    rng = np.random.default_rng(0)
+    models = [_network("small", 40, 20, 1.0, rng), _network("large", 400, 200, 3.0, rng)]
+    return StudyResult(models=models, settings=Settings(), methods=list(models[0].fits), wall_seconds=1.0)
+
+
+def test_layer_medians_and_answer_pick_the_broken_layer(tmp_path):
+    study = _study(tmp_path)
+    summary = networks_summary(study)
+    assert [m["d"] for m in summary["models"]] == [60, 600]
+    large = summary["models"][1]["layers"]
+    np.testing.assert_allclose(large[0]["svi_meanfield/H"][0], 1.0)
+    np.testing.assert_allclose(large[1]["svi_meanfield/H"][0], 3.0)
+    np.testing.assert_allclose(large[1]["svi_meanfield/GGN"][0], 1.0)
+    np.testing.assert_allclose(large[1]["ivon/GGN"][0], 1.1**-2)
+    assert 3.0 > TRACK_FACTOR
+    text = answer_text(summary)
+    assert "from d = 600" in text and "`W2`" in text
+    assert "better than the Hessian" in text
+
+
+def test_networks_section_renders(tmp_path):
+    blocks = networks_answer(_study(tmp_path), {}, tmp_path)
+    assert any(isinstance(b, Table) for b in blocks)
+    images = [b for b in blocks if isinstance(b, Image)]
+    assert len(images) == 2 and all(b.path.exists() for b in images)
+    assert any(isinstance(b, Paragraph) and "h_init" in b.text for b in blocks)
+
+
+def test_no_networks_no_section(tmp_path):
+    study = _study(tmp_path)
+    for model in study.models:
+        del model.fits["ivon"]
+    assert networks_answer(study, {}, tmp_path) == []
