@@ -22,8 +22,8 @@ def test_in_process_quick_run_writes_every_output(tmp_path):
     assert {"model", "parameter", "method", "mean", "sd", "ref_sd", "sd_ratio"} <= set(rows[0])
     methods = {r["method"] for r in rows if r["model"] == "linear_correlated"}
     assert {"svi_meanfield", "svi_meanfield_lr", "svi_lowrank", "svi_fullrank", "expected_loss", "kl_ablation",
-            "laplace_full", "laplace_diag", "laplace_torch_full", "laplace_torch_diag", "reference",
-            "data_sweep"} == methods
+            "laplace_full", "laplace_diag", "laplace_torch_full", "laplace_torch_diag", "hessian_diag", "ggn_diag",
+            "kfac", "laplace_last_layer", "ivon", "reference", "data_sweep"} == methods
     results = json.loads((tmp_path / "results.json").read_text())
     svi = results["models"]["linear_correlated"]["fits"]["svi_meanfield"]["info"]
     assert svi["steps"] > 0 and svi["particles"] > 0 and "final_elbo" in svi and svi["wall_seconds"] > 0
@@ -91,14 +91,16 @@ def test_posteriordb_models_run_from_the_shipped_copy_without_a_database(tmp_pat
 
 
 def test_list_prints_models_and_methods_and_writes_nothing(tmp_path, capsys):
-    from models import builtin_models
+    from models import builtin_models, model_groups
     from study.methods import METHODS
 
     out = tmp_path / "out"
     assert main(["--list", "--out", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines == ["models: " + ", ".join(builtin_models()), "methods: " + ", ".join(METHODS)]
-    assert "seed_linear" in lines[0] and "svi_meanfield" in lines[1]
+    groups = "groups: " + "; ".join(f"{g}: {', '.join(ms)}" for g, ms in model_groups().items())
+    assert lines == ["models: " + ", ".join(builtin_models()), groups, "methods: " + ", ".join(METHODS)]
+    assert "networks: " in lines[1]
+    assert "seed_linear" in lines[0] and "svi_meanfield" in lines[2]
     assert not out.exists()
 
 

@@ -14,8 +14,6 @@ from study.core.settings import Settings
 from study.core.subset import coordinate_subset
 from study.methods import curvature, size_guard
 from study.methods.curvature import hessian_diagonal, kron_marginal_variance, site_means
-
-
 def _tiny_data(likelihood, n=30, inputs=4, outputs=3):
     g = torch.Generator().manual_seed(0)
     X = torch.randn(n, inputs, generator=g)

@@ -8,8 +8,6 @@ import torch
 
 from study.methods.ivon import IVONConfig, average_nll, resolve_device, train_ivon
 from study.methods.svi import seed_standard_errors
-
-
 def _conjugate_problem():
     """Linear regression, known noise, N(0, 1/prior) prior: the posterior precision Lambda is exact."""
     generator = torch.Generator().manual_seed(0)

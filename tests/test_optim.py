@@ -23,7 +23,7 @@ class _Stop(Exception):
 def test_the_learning_rate_decays_geometrically_from_start_to_end(monkeypatch):
     handed = {}
 
-    def capture(svi, run, method, steps, snapshot):
+    def capture(svi, run, method, steps, snapshot, **_):
         handed.update(optimiser=svi.optim, steps=steps)
         raise _Stop
 

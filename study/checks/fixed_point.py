@@ -44,6 +44,24 @@ FIXED_POINT_CHUNK = 8
 
 # Residuals within this many standard errors of 0 count as "at the fixed point".
 Z_LIMIT = 3.0
+# Family-wise false-alarm rate of the check over all of a model's parameters: with d
+# residuals tested at once, |z| > 3 alone would fire for a converged fit in about
+# 1 - (1 - 0.0027)^d of runs (8% at d = 31), so the limit is the Sidak quantile
+# at this rate, never below Z_LIMIT.
+FAMILY_FALSE_ALARM = 0.01
+
+
+def z_limit(parameters: int) -> float:
+    """The |z| beyond which a residual is off: ``max(Z_LIMIT, Sidak quantile)`` over ``parameters``.
+
+    The two-sided normal quantile with per-parameter rate ``1 - (1 - FAMILY_FALSE_ALARM)^(1/d)``:
+    below Z_LIMIT up to d = 2 (so 3 holds there), 3.6 at d = 31, 4.4 at d = 1,000.
+    """
+    from statistics import NormalDist
+
+    d = max(1, int(parameters))
+    per_parameter = 1.0 - (1.0 - FAMILY_FALSE_ALARM) ** (1.0 / d)
+    return max(Z_LIMIT, NormalDist().inv_cdf(1.0 - per_parameter / 2.0))
 # A sigma that moved towards the fixed point between the two halves of the averaging
 # window by at least this fraction of the gap its residual implies (|r| / 2) is still moving.
 MOVING_FRACTION = 0.1
@@ -324,19 +342,20 @@ def diagnose(residual: dict, change: np.ndarray | None, names: list[str]) -> dic
     r = np.asarray(residual["r"], dtype=float)
     z = np.asarray(residual["z"], dtype=float)
     measured = int(np.sum(~np.isnan(r)))
+    limit = z_limit(measured)
     with np.errstate(invalid="ignore"):
-        off = np.flatnonzero(np.abs(z) > Z_LIMIT)
+        off = np.flatnonzero(np.abs(z) > limit)
     out = {
         "max_abs_r": float(np.nanmax(np.abs(r))),
         "max_abs_z": float(np.nanmax(np.abs(z))),
         "off": [names[i] for i in off],
         "moving": [],
-        "z_limit": Z_LIMIT,
+        "z_limit": limit,
     }
     if len(off) == 0:
         out["verdict"] = "fixed point"
         out["text"] = (
-            f"every |rᵢ| is within {Z_LIMIT:g} SE of 0 (largest |r| {out['max_abs_r']:.3g}): the learned σ "
+            f"every |rᵢ| is within {limit:.2g} SE of 0 (largest |r| {out['max_abs_r']:.3g}): the learned σ "
             "is 1/√E_q[Hᵢᵢ], the mean-field fixed point."
         )
         return out
@@ -347,7 +366,7 @@ def diagnose(residual: dict, change: np.ndarray | None, names: list[str]) -> dic
     out["moving"] = [names[i] for i in moving]
     worst = int(off[np.argmax(np.abs(z[off]))])
     head = (
-        f"{len(off)} of {measured} {'measured ' if measured < len(r) else ''}parameters are beyond {Z_LIMIT:g} SE (worst `{names[worst]}`: "
+        f"{len(off)} of {measured} {'measured ' if measured < len(r) else ''}parameters are beyond {limit:.2g} SE (worst `{names[worst]}`: "
         f"r = {r[worst]:.3g}, {abs(z[worst]):.1f} SE)"
     )
     optimiser = sorted(set(moving) | set(small))

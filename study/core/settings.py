@@ -109,6 +109,9 @@ class Settings:
         base = cls(
             quick=True, svi_steps=600, nuts_warmup=100, nuts_draws=100, draws=400, elbo_draws=400,
             svi_seeds=2, curvature_draws=128, ablation_models=("seed_linear",), sweep_halvings=1,
+            # A smoke run's 600 steps are the cap anyway; stopping earlier saves little and
+            # leaves σ short of its fixed point.
+            stop_early=False,
         ) if quick else cls()
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 

@@ -608,7 +608,7 @@ def fit_svi_meanfield(run: ModelRun) -> Fit:
         "init": result.init_from,
         "jit": all(r.jit for r in results),
         "averaged_over_last_steps": result.averaged_steps,
-        "wall_seconds_per_seed": [r.wall_seconds for r in results],
+        "per_seed_wall_seconds": [r.wall_seconds for r in results],
         "seeds": K,
         "mean_per_seed": means.tolist(),
         "sd_per_seed": sds.tolist(),
