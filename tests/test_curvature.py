@@ -1,6 +1,5 @@
 """Curvature references without d x d matrices, checked against naive dense recomputations on a tiny MLP."""
 
-import math
 
 import numpy as np
 import pytest

@@ -1,6 +1,5 @@
 """IVON's sigma against the exact mean-field optimum, and its guards."""
 
-import math
 
 import numpy as np
 import pytest

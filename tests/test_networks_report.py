@@ -5,9 +5,9 @@ import numpy as np
 from study.core.results import Fit, ModelResult, StudyResult
 from study.core.settings import Settings
 from study.report.document import Image, Paragraph, Table
-from study.report.topics.networks import (
-    TRACK_FACTOR, answer_text, networks_answer, networks_summary,
-)
+from study.report.topics.networks import TRACK_FACTOR, answer_text, networks_answer, networks_summary
+
+
 def _network(name: str, d1: int, d2: int, off_layer2: float, rng) -> ModelResult:
     """Two layers; sigma^-2 / H is 1 in W1 and ``off_layer2`` in W2; sigma^-2 / GGN is 1 everywhere."""
     d = d1 + d2

@@ -1,14 +1,15 @@
 """The fixed-grid RK4 of models/_ode.py against SciPy's tight-tolerance solver."""
 
-import itertools
 import math
 
 import numpy as np
 import pytest
 import torch
 from scipy.integrate import solve_ivp
+
 from models._ode import output_grid, rk4, stage_times
 from models.pdb_one_comp_mm_elim_abs import concentration
+
 # The one_comp_mm_elim_abs data: dose 30 mg, volume 2 L, measured every half day.
 D, V, T0 = 30.0, 2.0, 0.0
 TIMES = np.arange(1, 21) * 0.5
