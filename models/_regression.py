@@ -1,7 +1,7 @@
 """Linear regressions shared by several posteriordb posteriors.
 
 posteriordb holds many posteriors that are one Stan linear regression on different data
-(``kidiq``, ``kidiq_with_mom_work``, ``mesquite``, the eight ``nesYYYY`` surveys, the
+(``earnings``, ``kidiq``, ``kidiq_with_mom_work``, ``mesquite``, the eight ``nesYYYY`` surveys, the
 ``sblr*`` designs). Each posterior's file names its data and calls the code here, so
 the model is written once.
 
