@@ -1,8 +1,8 @@
 """Linear regressions shared by several posteriordb posteriors.
 
 posteriordb holds many posteriors that are one Stan linear regression on different data
-(``earnings``, ``kidiq``, ``kidiq_with_mom_work``, ``mesquite``, the eight ``nesYYYY`` surveys, the
-``sblr*`` designs). Each posterior's file names its data and calls the code here, so
+(``earnings``, ``kidiq``, ``kidiq_with_mom_work``, ``mesquite``, the eight ``nesYYYY``
+surveys, the ``sblr*`` designs). Each posterior's file names its data and calls the code here, so
 the model is written once.
 
 Every model here is, with the intercept as the first column of ``X``::
