@@ -31,6 +31,7 @@ import torch
 from torch.distributions import constraints
 
 from ._contract import ModelSpec
+from ._linear import linear
 from ._posteriordb import load_data, load_reference_draws, stack_indexed
 from ._stan import flat
 
@@ -54,8 +55,8 @@ __all__ = [
 
 def _likelihood(X: torch.Tensor, y: torch.Tensor, beta: torch.Tensor, sigma: torch.Tensor) -> None:
     with pyro.plate("data", X.shape[-2]):
-        # (X * beta).sum(-1), not X @ beta: vectorised particles give beta a leading dimension.
-        pyro.sample("y", dist.Normal((X * beta).sum(-1), sigma), obs=y)
+        # linear(X, beta), not X @ beta: vectorised particles give beta a leading dimension.
+        pyro.sample("y", dist.Normal(linear(X, beta), sigma), obs=y)
 
 
 def _flat_beta(X: torch.Tensor) -> torch.Tensor:

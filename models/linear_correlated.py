@@ -21,6 +21,7 @@ import torch
 from models import ModelSpec
 from models._contract import LaplaceTorchProblem
 from models._glm import conjugate_linear_posterior
+from models._linear import linear
 
 PRIOR_SCALE = 1.0
 NOISE_SCALE = 1.0
@@ -32,8 +33,8 @@ def model(X, y):
         "w", dist.Normal(torch.zeros(X.shape[-1], dtype=X.dtype), PRIOR_SCALE).to_event(1)
     )
     with pyro.plate("data", X.shape[-2]):
-        # (X * w).sum(-1), not X @ w: it broadcasts over vectorised particles.
-        pyro.sample("y", dist.Normal((X * w).sum(-1), NOISE_SCALE), obs=y)
+        # linear(X, w), not X @ w: it broadcasts over vectorised particles.
+        pyro.sample("y", dist.Normal(linear(X, w), NOISE_SCALE), obs=y)
 
 
 def data():

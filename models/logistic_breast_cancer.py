@@ -19,13 +19,14 @@ import torch
 from models import ModelSpec
 from models._contract import LaplaceTorchProblem
 from models._glm import BinaryLogits
+from models._linear import linear
 
 
 def model(X, y):
     w = pyro.sample("w", dist.Normal(torch.zeros(X.shape[-1], dtype=X.dtype), 1.0).to_event(1))
     b = pyro.sample("b", dist.Normal(torch.zeros((), dtype=X.dtype), 1.0))
     with pyro.plate("data", X.shape[-2]):
-        pyro.sample("y", dist.Bernoulli(logits=(X * w).sum(-1) + b), obs=y)
+        pyro.sample("y", dist.Bernoulli(logits=linear(X, w) + b), obs=y)
 
 
 def data():

@@ -16,6 +16,7 @@ import pyro.distributions as dist
 import torch
 
 from models import ModelSpec
+from models._linear import linear
 from models._posteriordb import load_data, load_reference_draws, stack_indexed
 
 POSTERIOR = "arK-arK"
@@ -27,7 +28,7 @@ def model(lags, y_now):
     beta = pyro.sample("beta", dist.Normal(zero, 10.0).expand([lags.shape[-1]]).to_event(1))
     sigma = pyro.sample("sigma", dist.HalfCauchy(torch.tensor(2.5, dtype=lags.dtype)))
     with pyro.plate("time", lags.shape[-2]):
-        pyro.sample("y", dist.Normal(alpha + (lags * beta).sum(-1), sigma), obs=y_now)
+        pyro.sample("y", dist.Normal(alpha + linear(lags, beta), sigma), obs=y_now)
 
 
 def data():

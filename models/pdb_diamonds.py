@@ -18,6 +18,7 @@ import pyro.distributions as dist
 import torch
 
 from models import ModelSpec
+from models._linear import linear
 from models._posteriordb import load_data, load_reference_draws, stack_indexed
 
 POSTERIOR = "diamonds-diamonds"
@@ -30,8 +31,8 @@ def model(Xc, Y):
     # A Student-t folded at its centre 0 is the half-t: density 2 t(x) on x > 0.
     sigma = pyro.sample("sigma", dist.FoldedDistribution(dist.StudentT(3.0, zero, 10.0)))
     with pyro.plate("diamonds", Xc.shape[-2]):
-        # (Xc * b).sum(-1), not Xc @ b: b carries the particle dimension.
-        pyro.sample("Y", dist.Normal(intercept + (Xc * b).sum(-1), sigma), obs=Y)
+        # linear(Xc, b), not Xc @ b: b carries the particle dimension.
+        pyro.sample("Y", dist.Normal(intercept + linear(Xc, b), sigma), obs=Y)
 
 
 def data():

@@ -34,6 +34,10 @@ class Settings:
         Constant Adam learning rate of the objectives without an entropy term
         (``expected_loss``), as in the seed experiment: a decaying step size
         would slow the collapse it is there to show.
+    collapse_steps : int
+        Steps of the ``expected_loss`` run (times the model's ``svi_steps_scale``). It
+        never converges: it is there to show log sigma falling, and its slope per 1000
+        steps is measured over the last half of the run.
     init_scale : float
         Initial guide sd.
     draws : int
@@ -84,6 +88,7 @@ class Settings:
     lr_end: float = 0.0005
     average_fraction: float = 0.25
     collapse_lr: float = 0.05
+    collapse_steps: int = 1000
     init_scale: float = 0.1
     draws: int = 1000
     nuts_warmup: int = 400
@@ -107,7 +112,7 @@ class Settings:
     @classmethod
     def make(cls, quick: bool = False, **overrides) -> "Settings":
         base = cls(
-            quick=True, svi_steps=600, nuts_warmup=100, nuts_draws=100, draws=400, elbo_draws=400,
+            quick=True, svi_steps=600, collapse_steps=600, nuts_warmup=100, nuts_draws=100, draws=400, elbo_draws=400,
             svi_seeds=2, curvature_draws=128, ablation_models=("seed_linear",), sweep_halvings=1,
             # A smoke run's 600 steps are the cap anyway; stopping earlier saves little and
             # leaves σ short of its fixed point.

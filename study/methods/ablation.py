@@ -107,7 +107,7 @@ def fit_kl_ablation(run: ModelRun) -> Fit:
             continue
         results[arm] = optimise(
             run, f"kl_ablation/{arm}", include_prior=prior, include_entropy=entropy,
-            constant_lr=s.collapse_lr, seed=seed,
+            constant_lr=s.collapse_lr, seed=seed, steps=s.collapse_steps,
         )
     full = results["full"]
     arms = {}

@@ -27,6 +27,7 @@ from pyro.infer import MCMC, NUTS
 from models._posteriordb import has_reference_summary, load_reference_summary
 from study.core.context import ModelRun
 from study.core.draws import gaussian_draws
+from study.core.jit import optimise_trace
 from study.methods.laplace import MapNotFound, NotPositiveDefinite, laplace_covariance, map_and_hessian
 from study.core.results import Fit
 
@@ -146,6 +147,8 @@ def fit_nuts(run: ModelRun) -> Fit:
         return -joint.log_joint(centre + scale @ params["u"])
 
     chains, divergences, step_sizes = [], [], []
+    # Traces too large for TorchScript's optimisation passes run without them (study.core.jit).
+    optimise = optimise_trace(lambda u: potential({"u": u}), torch.zeros(joint.dim, dtype=joint.dtype))
     for chain in range(s.nuts_chains):
         seed = run.seed(f"reference/nuts/chain{chain}")
         pyro.set_rng_seed(seed)
@@ -159,7 +162,8 @@ def fit_nuts(run: ModelRun) -> Fit:
             kernel, num_samples=s.nuts_draws, warmup_steps=s.nuts_warmup, initial_params={"u": u0},
             disable_progbar=not run.progress,
         )
-        mcmc.run()
+        with torch.jit.optimized_execution(optimise):
+            mcmc.run()
         u = mcmc.get_samples()["u"]
         chains.append((centre + u @ scale.T).detach().numpy())
         divergences.append(len(mcmc.diagnostics()["divergences"]["chain 0"]))

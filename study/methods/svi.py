@@ -36,6 +36,7 @@ from pyro.infer.autoguide.initialization import init_to_value
 from tqdm.auto import tqdm
 
 from study.core.context import ModelRun
+from study.core.jit import LARGE_GRAPH, graph_nodes
 from study.methods.laplace import MapNotFound, map_and_hessian
 from study.methods.optim import ScaledLocAdam
 from study.methods.size_guard import DENSE_HESSIAN_LIMIT
@@ -403,6 +404,7 @@ def optimise(
     include_entropy: bool = True,
     constant_lr: float | None = None,
     seed: int | None = None,
+    steps: int | None = None,
 ) -> SVIRun:
     """Fit an ``AutoNormal`` guide by Adam on the ELBO, or on the ELBO without its prior
     and/or entropy term (``masked_objective``), with a decaying learning rate.
@@ -412,10 +414,11 @@ def optimise(
     returned ``mean``/``sd`` average the iterates over the last
     ``average_fraction`` of the run. ``sigma_drift`` is the largest relative
     change of ``sigma_i`` between the two halves of that window: near 0 when
-    sigma has stopped moving. ``seed`` defaults to the method's seed.
+    sigma has stopped moving. ``seed`` defaults to the method's seed; ``steps`` to
+    ``svi_steps`` (both times the model's ``svi_steps_scale``).
     """
     s = run.settings
-    steps = max(10, int(round(s.svi_steps * run.spec.svi_steps_scale)))
+    steps = max(10, int(round((s.svi_steps if steps is None else steps) * run.spec.svi_steps_scale)))
     pyro.clear_param_store()
     pyro.set_rng_seed(run.seed(method) if seed is None else seed)
     init_loc_fn, init_from = start_point(run)
@@ -496,6 +499,9 @@ class CheckedJitELBO(ELBO):
     proves itself: on the step after compiling, the compiled loss must equal ``Trace_ELBO``'s
     on the same draws; otherwise (or if compiling fails, e.g. value-dependent Python control
     flow in the model) every step uses plain ``Trace_ELBO``.
+
+    A traced graph of more than ``study.core.jit.LARGE_GRAPH`` nodes runs without
+    TorchScript's graph-executor optimisation passes (``study.core.jit``).
     """
 
     def __init__(self, num_particles: int, max_plate_nesting: int):
@@ -505,6 +511,19 @@ class CheckedJitELBO(ELBO):
         self.jit = JitTrace_ELBO(ignore_jit_warnings=True, **kwargs)
         self.calls = 0
         self.use_jit: bool | None = None
+        self.optimise_graph = True
+
+    def graph_nodes(self) -> int:
+        """Nodes of the largest traced graph (0 before the first compiled call)."""
+        compiled = getattr(getattr(self.jit, "_loss_and_surrogate_loss", None), "compiled", {})
+        return max((graph_nodes(fn) for fn in compiled.values()), default=0)
+
+    def _compiled(self, model, guide, *args, **kwargs):
+        with torch.jit.optimized_execution(self.optimise_graph):
+            value = self.jit.loss_and_grads(model, guide, *args, **kwargs)
+        if self.calls == 1:
+            self.optimise_graph = self.graph_nodes() <= LARGE_GRAPH
+        return value
 
     def loss(self, model, guide, *args, **kwargs):
         return self.plain.loss(model, guide, *args, **kwargs)
@@ -519,7 +538,7 @@ class CheckedJitELBO(ELBO):
         if self.use_jit is None:
             state = torch.get_rng_state()
             try:
-                compiled = self.jit.loss_and_grads(model, guide, *args, **kwargs)
+                compiled = self._compiled(model, guide, *args, **kwargs)
                 if self.calls == 1:
                     return compiled  # the compiling call draws differently; check the next one
                 after = torch.get_rng_state()
@@ -536,7 +555,7 @@ class CheckedJitELBO(ELBO):
                 torch.set_rng_state(state)
                 return self.plain.loss_and_grads(model, guide, *args, **kwargs)
             return compiled
-        return self.jit.loss_and_grads(model, guide, *args, **kwargs)
+        return self._compiled(model, guide, *args, **kwargs)
 
 
 def meanfield_seed(run: ModelRun, k: int) -> int:
@@ -655,7 +674,8 @@ def fit_svi_meanfield(run: ModelRun) -> Fit:
 def fit_expected_loss(run: ModelRun) -> Fit:
     """The seed's objective: same guide, ``E_eps[-log p(y | mu + sigma eps)]`` only."""
     s = run.settings
-    result = optimise(run, "expected_loss", include_prior=False, include_entropy=False, constant_lr=s.collapse_lr)
+    result = optimise(run, "expected_loss", include_prior=False, include_entropy=False, constant_lr=s.collapse_lr,
+                      steps=s.collapse_steps)
     slope = _log_sigma_slope(result)
     return run.new_fit(
         "expected_loss",

@@ -262,6 +262,14 @@ def reference_sentences(answer: dict, groups: dict, titles: dict[str, str]) -> l
     return out
 
 
+def _after_steps(answer: dict) -> str:
+    steps = {a["expected_loss"].get("steps") for a in answer["models"].values() if "expected_loss" in a}
+    steps.discard(None)
+    if not steps:
+        return ""
+    return f" after {min(steps)} steps" if len(steps) == 1 else f" after {min(steps)}–{max(steps)} steps"
+
+
 def collapse_sentences(answer: dict, titles: dict[str, str]) -> list[str]:
     collapse = answer["pooled"].get("expected_loss_final_sigma_over_svi_median")
     if not collapse:
@@ -271,7 +279,7 @@ def collapse_sentences(answer: dict, titles: dict[str, str]) -> list[str]:
     slopes = {k: v for k, v in slopes.items() if v is not None}
     falling = [k for k, v in slopes.items() if v < 0]
     text = (
-        f"Trained on the expected loss alone (no prior, no entropy), σ ended at a median "
+        f"Trained on the expected loss alone (no prior, no entropy), σ ended{_after_steps(answer)} at a median "
         f"**{fmt(collapse['median'])}** of the ELBO's σ (largest per-model median {fmt(collapse['max'])}, "
         f"{collapse['n_models']} models)"
     )

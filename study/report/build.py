@@ -333,7 +333,7 @@ def footer(study: StudyResult) -> list:
         Paragraph(f"Command: `{study.command}`" if study.command else "Command: (in-process)"),
         Paragraph(
             f"Seed **{s.seed}**; {'quick' if s.quick else 'full'} settings: {s.svi_steps} SVI steps × {s.particles} "
-            f"particles, learning rate {s.lr_start} → {s.lr_end} (expected loss: constant {s.collapse_lr}), "
+            f"particles, learning rate {s.lr_start} → {s.lr_end} (expected loss: constant {s.collapse_lr} for {s.collapse_steps} steps), "
             f"NUTS {s.nuts_chains} × ({s.nuts_warmup} warm-up + {s.nuts_draws}) draws."
         ),
         Paragraph(f"Versions: {versions}."),
