@@ -34,16 +34,52 @@ def test_residual_is_within_its_se_on_linear_correlated(linear):
 
 
 def test_seed_average_and_its_standard_error(linear):
+    from study.methods.svi import seed_standard_errors
+
     _, fit = linear
     per_seed = np.asarray(fit.info["sd_per_seed"])
     assert per_seed.shape == (3, 6)
     np.testing.assert_allclose(fit.sd, per_seed.mean(0))
-    relative = per_seed / per_seed.mean(0) - 1
-    pooled = np.sqrt((relative**2).sum() / (6 * 2) / 3)
-    assert fit.info["sd_rel_se"] == pytest.approx(pooled)
-    np.testing.assert_allclose(fit.info["sd_se"], fit.sd * pooled)
+    # The fit reports seed_standard_errors of its per-seed sigmas (whose formula the test below
+    # checks against independent repeats, not against a copy of itself).
+    errors = seed_standard_errors(per_seed)
+    assert fit.info["sd_rel_se"] == pytest.approx(errors["rel_se"])
+    np.testing.assert_allclose(fit.info["sd_se"], fit.sd * fit.info["sd_rel_se"])
+    np.testing.assert_allclose(fit.info["sd_se_per_parameter"], errors["se_per_parameter"])
     # The seeds are independent: the three runs differ.
     assert np.all(per_seed.std(0) > 0)
+
+
+def test_seed_standard_error_matches_the_spread_of_independent_repeats():
+    # A closed-form case: K = 3 seeds of d = 6 parameters whose sigmas scatter by a relative
+    # tau = 0.1% about truths c_i spanning four decades (the noise the pooling assumes: relative,
+    # the same for every parameter). The seed average of parameter i then has sd exactly
+    # c_i tau / sqrt(K). Over R = 4000 independent repeats the reported SE must be that spread:
+    # mean(se_i^2) against mean((average_i - c_i)^2), per parameter. Both sides are averages of
+    # R independent terms, so their ratio's SE follows from the repeats' own spread (delta
+    # method); a Šidák bound over the 6 parameters at 1e-3 (k = 3.8). A wrong formula is far
+    # outside it: dividing by d K instead of d (K - 1) makes the ratio 2/3, forgetting the
+    # sqrt(K) makes it 3, an absolute instead of a relative pooling misses by the c_i ratios.
+    from study.methods.svi import seed_standard_errors
+
+    R, K, d, tau = 4000, 3, 6, 1e-3
+    truth = np.geomspace(1e-3, 10.0, d)
+    rng = np.random.default_rng(0)
+    values = truth * (1.0 + tau * rng.standard_normal((R, K, d)))
+    reported = np.stack([seed_standard_errors(v)["se"] for v in values]) ** 2  # (R, d)
+    actual = (values.mean(1) - truth) ** 2  # (R, d)
+    ratio = reported.mean(0) / actual.mean(0)
+    relative_se = np.sqrt(
+        reported.var(0, ddof=1) / (R * reported.mean(0) ** 2) + actual.var(0, ddof=1) / (R * actual.mean(0) ** 2)
+    )
+    z = (ratio - 1.0) / (ratio * relative_se)
+    assert np.all(np.abs(z) < sidak_z(d, 1e-3)), (ratio, z)
+    # The pooled SE has d (K - 1) = 12 degrees of freedom: (average - c) / se is Student-t(12),
+    # whose variance is 12 / 10. Averaged over the R repeats (independent; within a repeat the
+    # d values share one SE, so the repeats' spread of their mean gives the SE), one test at
+    # 1e-3 (k = 3.3).
+    t2 = (actual / reported).mean(1)  # (R,)
+    assert abs(t2.mean() - 12 / 10) < sidak_z(1, 1e-3) * t2.std(ddof=1) / np.sqrt(R), t2.mean()
 
 
 def _residual_for(sd_factor, change, drifting=False):

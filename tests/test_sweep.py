@@ -5,7 +5,7 @@ import torch
 
 from study.methods.sweep import fit_data_sweep, loglog_slopes, observation_count, sizes_for, subsample
 
-from conftest import make_run
+from conftest import make_run, sidak_z
 
 
 def test_sizes_subsets_and_slopes():
@@ -21,14 +21,29 @@ def test_sizes_subsets_and_slopes():
 
 
 def test_a_short_sweep_on_linear_correlated():
-    run = make_run("linear_correlated", svi_steps=400, sweep_halvings=1)
-    assert observation_count(run) == 40
-    fit = fit_data_sweep(run)
-    assert fit.info["sizes"] == [20, 40]
-    sd = {m: np.asarray(v) for m, v in fit.info["sd"].items()}
-    # Gaussian posterior: laplace_diag is 1/sqrt(Lambda_ii) at each N; Lambda_ii = sum_n x_ni^2 + 1
-    # grows with the rows, so every conditional sd shrinks from N = 20 to 40.
-    assert np.all(sd["laplace_diag"][1] < sd["laplace_diag"][0])
-    # The mean-field sigma is that conditional sd at every N (3% covers a 400-step fit's noise).
-    assert np.all(np.abs(sd["svi_meanfield"] / sd["laplace_diag"] - 1) < 0.03)
-    assert np.all(sd["laplace_full"] >= sd["laplace_diag"])
+    # Three independent sweeps (master seeds 0, 1, 2: independent optimiser draws, and for N = 20
+    # independent row subsets); each is one 400-step mean-field fit per size.
+    fits = [fit_data_sweep(make_run("linear_correlated", svi_steps=400, sweep_halvings=1, seed=s)) for s in range(3)]
+    assert observation_count(make_run("linear_correlated")) == 40
+    for fit in fits:
+        assert fit.info["sizes"] == [20, 40]
+        sd = {m: np.asarray(v) for m, v in fit.info["sd"].items()}
+        # Gaussian posterior: laplace_diag is 1/sqrt(Lambda_ii) at each N, exactly; Lambda_ii =
+        # sum_n x_ni^2 + 1 grows with the rows, so every conditional sd shrinks from N = 20 to 40.
+        assert np.all(sd["laplace_diag"][1] < sd["laplace_diag"][0])
+        assert np.all(sd["laplace_full"] >= sd["laplace_diag"])
+    # The mean-field sigma is that conditional sd at every N, up to the optimiser's Monte Carlo
+    # error. Its SE: the spread of sigma / laplace_diag over the three sweeps, pooled over the 12
+    # (size, parameter) cells (the optimiser steps in units of sigma, so the relative noise is the
+    # same for every cell; measured 1.1-1.7% per fit), 12 x 2 = 24 degrees of freedom, over
+    # sqrt(3). Each cell's (mean ratio - 1) / SE is then Student-t(24); a Šidák bound over the 12
+    # cells gives a false alarm 1 in 1000 runs (k = 4.7). No optimisation bias beyond that:
+    # over 12 seeds the mean ratio was within 0.7% of 1 in every cell (SE 0.4%). (The old bound,
+    # every fit within 3% of 1, is ~2 SE of one fit: over 12 seeds a fit reached 3.5%.)
+    ratios = np.stack([np.asarray(f.info["sd"]["svi_meanfield"]) / np.asarray(f.info["sd"]["laplace_diag"])
+                       for f in fits])  # (sweeps, sizes, parameters)
+    residuals = ratios - ratios.mean(0)
+    dof = residuals.size - residuals[0].size
+    se = np.sqrt((residuals**2).sum() / dof) / np.sqrt(len(fits))
+    z = (ratios.mean(0) - 1) / se
+    assert np.all(np.abs(z) < sidak_z(ratios[0].size, 1e-3, df=dof)), z
