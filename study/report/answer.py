@@ -158,6 +158,10 @@ def break_reason(a: dict) -> tuple[str, bool]:
         non_gaussian = True
         reasons.append(f"√(H⁻¹)ᵢᵢ misses the reference sd too (median ratio {fmt(full['median'])}), so the "
                        "posterior is not Gaussian around the MAP")
+    off = a.get("svi_fixed_point_z")
+    if off is not None:
+        reasons.append(f"σ is not at the mean-field fixed point σᵢ⁻² = E_q[Hᵢᵢ] (largest residual {fmt(off)} SE; "
+                       "the fit is flagged)")
     if not reasons:
         if full is None:
             reasons.append("no trusted reference tells whether its posterior is Gaussian")
@@ -342,6 +346,10 @@ def _over(entry: dict) -> str:
             + (f" of {models} model{'s' if models != 1 else ''}" if models else ""))
 
 
+def _which(headline: dict) -> str:
+    return " with a trusted reference" if headline.get("over") == "trusted" else ""
+
+
 def proxy_sentence(headline: dict) -> str | None:
     proxy = headline.get("proxy")
     if not proxy:
@@ -350,9 +358,9 @@ def proxy_sentence(headline: dict) -> str | None:
     if _close(proxy):
         return (f"The learned σ is a proxy for the Hessian diagonal: σᵢ ≈ 1/√Hᵢᵢ, the conditional sd of each "
                 f"parameter given the others, with σ_SVI / (1/√Hᵢᵢ) at a median {_stat(proxy)} over "
-                f"{_over(proxy)} ({share}).")
+                f"{_over(proxy)}{_which(headline)} ({share}).")
     return (f"The learned σ is not a close proxy for the Hessian diagonal in this run: σ_SVI / (1/√Hᵢᵢ) has "
-            f"median {_stat(proxy)} over {_over(proxy)} ({share}).")
+            f"median {_stat(proxy)} over {_over(proxy)}{_which(headline)} ({share}).")
 
 
 def misses_sentence(benchmark: dict) -> str | None:
@@ -390,9 +398,9 @@ def collapse_sentence(headline: dict) -> str | None:
                    "1000 steps)")
     if collapse["median"] < COLLAPSED and collapse.get("n_falling") == collapse.get("n_slopes"):
         return (f"Without the KL term (no prior, no entropy) σ collapses towards 0: {steps}it is a median "
-                f"{_stat(collapse)} of σ_SVI over {_over(collapse)}{falling}.")
+                f"{_stat(collapse)} of σ_SVI over the same {_over(collapse)}{falling}.")
     return (f"Without the KL term (no prior, no entropy) σ did not collapse in this run: {steps}it is a median "
-            f"{_stat(collapse)} of σ_SVI over {_over(collapse)}{falling}.")
+            f"{_stat(collapse)} of σ_SVI over the same {_over(collapse)}{falling}.")
 
 
 def headline(answer: dict) -> str:

@@ -203,6 +203,9 @@ def model_answer(model: ModelResult) -> dict:
     svi = model.fits.get(SVI)
     if svi is not None and svi.ok and svi.info.get("sigma_drift") is not None:
         out["svi_sigma_drift"] = float(svi.info["sigma_drift"])
+    diagnosis = ((svi.info.get("fixed_point") or {}).get("diagnosis") or {}) if svi is not None and svi.ok else {}
+    if diagnosis.get("max_abs_z") is not None and diagnosis["max_abs_z"] > diagnosis.get("z_limit", 3.0):
+        out["svi_fixed_point_z"] = float(diagnosis["max_abs_z"])
     if collapse is not None and collapse.ok:
         entry = {
             "median_log_sigma_slope_per_1000_steps": collapse.info.get("median_log_sigma_slope_per_1000_steps"),
@@ -505,14 +508,20 @@ def headline_answer(study: StudyResult) -> dict:
     Returns
     -------
     dict
-        ``proxy``: σ_SVI / (1/√Hᵢᵢ) over every parameter of every model that ran
-        (``pooled_statistics``); ``collapse``: the expected-loss run's final σ over σ_SVI
+        ``proxy``: σ_SVI / (1/√Hᵢᵢ) over every parameter of the models with a trusted
+        reference (``benchmark_models``; every model that ran when none has one), so that
+        the three sentences speak of one set of models and a network's thousand weights do
+        not outvote forty small models (``pooled_statistics``); ``over``: ``"trusted"`` or
+        ``"all"``, which set; ``collapse``: the expected-loss run's final σ over σ_SVI
         over the same parameters, with ``n_falling`` (models whose log σ was still falling)
         and ``median_slope`` (median over models of the median slope of log σ per 1000 steps).
         The comparison with the reference is ``benchmark_answer``'s ``methods["svi_meanfield"]``.
     """
-    models = usable_models(study)
-    out: dict = {}
+    usable = usable_models(study)
+    trusted = {m.name for m in benchmark_models(study)[0]}
+    models = [m for m in usable if m.name in trusted]
+    out: dict = {"over": "trusted" if models else "all"}
+    models = models or usable
     proxy = _pool(models, SVI, "laplace_diag")
     if proxy is not None:
         out["proxy"] = proxy
