@@ -1,0 +1,45 @@
+"""``study.core.jit``: which traces run without TorchScript's optimisation passes."""
+
+import torch
+
+from study.core.jit import LARGE_GRAPH, optimise_trace
+
+
+def _chain(n_ops):
+    def fn(x):
+        for _ in range(n_ops):
+            x = x * 1.0001
+        return x.sum()
+    return fn
+
+
+def test_a_small_trace_is_optimised_and_a_large_one_is_not():
+    x = torch.ones(3)
+    assert optimise_trace(_chain(10), x)
+    assert not optimise_trace(_chain(LARGE_GRAPH + 10), x)
+
+
+def test_an_untraceable_function_is_left_to_the_caller():
+    def fn(x):
+        raise RuntimeError("cannot trace")
+    assert optimise_trace(fn, torch.ones(3))
+
+
+def test_the_lotka_volterra_elbo_runs_unoptimised_and_matches_the_plain_elbo():
+    # Its ELBO trace has about 9,400 nodes: above the limit, so the checked JIT ELBO turns the
+    # optimisation passes off after compiling, and its loss still equals Trace_ELBO's.
+    import pyro
+    from pyro.infer.autoguide import AutoNormal
+
+    from conftest import make_run
+    from study.methods.svi import CheckedJitELBO
+
+    run = make_run("hudson_lynx_hare-lotka_volterra", quick=True)
+    pyro.clear_param_store()
+    guide = AutoNormal(run.spec.model, init_loc_fn=run.init_loc_fn, init_scale=0.1)
+    guide(**run.data)
+    elbo = CheckedJitELBO(4, run.joint.max_plate_nesting)
+    for _ in range(2):
+        loss = elbo.loss_and_grads(run.spec.model, guide, **run.data)
+    assert elbo.graph_nodes() > LARGE_GRAPH and not elbo.optimise_graph
+    assert elbo.use_jit and torch.isfinite(torch.tensor(loss))
