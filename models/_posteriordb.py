@@ -137,6 +137,14 @@ def stack_indexed(draws: dict[str, np.ndarray], name: str, size: int) -> np.ndar
     return np.stack([draws[f"{name}[{i}]"] for i in range(1, size + 1)], axis=-1)
 
 
+def indexed_reference_draws(posterior: str, sizes: dict[str, int]) -> dict:
+    """Gold draws of vector sites, ``name -> (S, size)`` tensors, for ``sizes = {name: size}``."""
+    import torch
+
+    draws = load_reference_draws(posterior)
+    return {name: torch.tensor(stack_indexed(draws, name, size)) for name, size in sizes.items()}
+
+
 @dataclass(frozen=True)
 class ReferenceSummary:
     """posteriordb's gold draws summarised in the study's flat unconstrained coordinates.

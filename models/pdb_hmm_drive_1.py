@@ -22,7 +22,7 @@ import pyro.distributions as dist
 import torch
 
 from models import ModelSpec
-from models._posteriordb import load_data, load_reference_draws, stack_indexed
+from models._posteriordb import indexed_reference_draws, load_data
 from models._stan import ordered_normal, hmm_log_likelihood
 
 POSTERIOR = "bball_drive_event_1-hmm_drive_1"
@@ -53,9 +53,8 @@ def data():
 
 
 def reference_draws(d):
-    draws = load_reference_draws(POSTERIOR)
     K = d["alpha"].shape[-1]
-    return {name: torch.tensor(stack_indexed(draws, name, K)) for name in ("theta1", "theta2", "phi", "lambda")}
+    return indexed_reference_draws(POSTERIOR, dict.fromkeys(("theta1", "theta2", "phi", "lambda"), K))
 
 
 SPEC = ModelSpec(

@@ -21,7 +21,7 @@ import torch
 from torch.distributions import constraints
 
 from models import ModelSpec
-from models._posteriordb import load_data, load_reference_draws, stack_indexed
+from models._posteriordb import indexed_reference_draws, load_data
 from models._stan import ordered_normal, flat, hmm_log_likelihood
 
 POSTERIOR = "hmm_example-hmm_example"
@@ -46,9 +46,8 @@ def data():
 
 
 def reference_draws(d):
-    draws = load_reference_draws(POSTERIOR)
     K = d["mu_prior_loc"].shape[-1]
-    return {name: torch.tensor(stack_indexed(draws, name, K)) for name in ("theta1", "theta2", "mu")}
+    return indexed_reference_draws(POSTERIOR, dict.fromkeys(("theta1", "theta2", "mu"), K))
 
 
 SPEC = ModelSpec(

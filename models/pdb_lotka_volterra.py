@@ -25,7 +25,7 @@ import torch
 from torch.distributions import constraints
 
 from models import ModelSpec
-from models._posteriordb import load_data, load_reference_draws, stack_indexed
+from models._posteriordb import indexed_reference_draws, load_data
 from models._stan import RestrictedNormal
 
 POSTERIOR = "hudson_lynx_hare-lotka_volterra"
@@ -98,8 +98,7 @@ def data():
 
 
 def reference_draws(d):
-    draws = load_reference_draws(POSTERIOR)
-    return {name: torch.tensor(stack_indexed(draws, name, n)) for name, n in (("theta", 4), ("z_init", 2), ("sigma", 2))}
+    return indexed_reference_draws(POSTERIOR, {"theta": 4, "z_init": 2, "sigma": 2})
 
 
 SPEC = ModelSpec(
