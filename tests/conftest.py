@@ -119,13 +119,16 @@ def make_run(name: str, **settings) -> ModelRun:
 
 @pytest.fixture(scope="session")
 def linear_meanfield():
-    """``(run, fit)``: the default mean-field fit of ``linear_correlated`` (3 seeds, full length).
+    """``(run, fit)``: the mean-field fit of ``linear_correlated`` (3 seeds, full length).
 
     Shared by every test that needs it: one full-length fit instead of one per test file.
+    sigma starts at ``init_scale``, not at the default diagonal Laplace sd: on this Gaussian
+    posterior ``1/sqrt(H_ii)`` is the exact optimum, so the tests would start at their answer
+    and could not tell an optimiser that never moves sigma from one that converges.
     """
     from study.methods.svi import fit_svi_meanfield
 
-    run = make_run("linear_correlated")
+    run = make_run("linear_correlated", sigma_start="scale")
     return run, fit_svi_meanfield(run)
 
 

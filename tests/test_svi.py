@@ -243,3 +243,43 @@ def test_a_converged_fit_stops_before_the_cap_and_keeps_its_window():
     # Constant-rate runs (expected loss: sigma collapses) never stop early.
     collapse = optimise(run, "expected_loss", include_prior=False, include_entropy=False, constant_lr=0.05, steps=800)
     assert collapse.steps == 800
+
+
+def test_sigma_starts_at_the_diagonal_laplace_sd():
+    # set_guide_scales writes the flat start into AutoNormal's scales, site by site, in the
+    # joint's flat order: read back through guide_loc_scale it is the same vector.
+    from study.methods.laplace import map_and_hessian
+    from study.methods.svi import guide_loc_scale, set_guide_scales, sigma_start
+
+    run = make_run("eight_schools-eight_schools_noncentered")
+    sd, where = sigma_start(run)
+    expected = map_and_hessian(run)["hessian"].diagonal().rsqrt()
+    assert where.startswith("diagonal Laplace")
+    torch.testing.assert_close(sd, expected)
+    pyro.clear_param_store()
+    guide = AutoNormal(run.spec.model, init_scale=0.1)
+    guide(**run.data)
+    set_guide_scales(guide, run, sd)
+    torch.testing.assert_close(guide_loc_scale(guide, run)[1], sd)
+    # Settings can turn it off: then sigma starts at init_scale.
+    assert sigma_start(make_run("eight_schools-eight_schools_noncentered", sigma_start="scale"))[0] is None
+
+
+def test_the_sigma_start_moves_the_start_not_the_answer():
+    # From init_scale and from 1/sqrt(H_ii), the stopped, averaged fit must reach the same sigma.
+    # Eight schools (non-centred) is not Gaussian in tau, so E_q[H_ii] differs from H_ii at the
+    # MAP and the warm start is not the answer. Each difference is in units of the two fits'
+    # combined SE (their seed-to-seed spread, pooled: sd_se, 2 x 10 dof each, so Student-t(20)
+    # is conservative); a Šidák bound over the 10 parameters at 1e-3. The two fits share their
+    # seeds (common random numbers), which makes the difference smaller than these SEs, never
+    # larger: a start the fit has not forgotten is what would fail.
+    from study.methods.svi import fit_svi_meanfield
+
+    name = "eight_schools-eight_schools_noncentered"
+    warm = fit_svi_meanfield(make_run(name))
+    cold = fit_svi_meanfield(make_run(name, sigma_start="scale"))
+    assert warm.info["sigma_start"].startswith("diagonal Laplace")
+    assert cold.info["sigma_start"] == "init_scale 0.1"
+    se = np.hypot(np.asarray(warm.info["sd_se"]), np.asarray(cold.info["sd_se"]))
+    z = (warm.sd - cold.sd) / se
+    assert np.all(np.abs(z) < sidak_z(len(z), FALSE_ALARM, df=20)), z

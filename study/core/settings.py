@@ -39,7 +39,11 @@ class Settings:
         never converges: it is there to show log sigma falling, and its slope per 1000
         steps is measured over the last half of the run.
     init_scale : float
-        Initial guide sd.
+        Initial guide sd where there is no diagonal Laplace sd to start from.
+    sigma_start : str
+        ``"laplace"``: mean-field sigma starts at the diagonal Laplace sd ``1/sqrt(H_ii)``
+        at the MAP where that exists (``study.methods.svi.sigma_start``); ``"scale"``: at
+        ``init_scale``.
     draws : int
         Draws stored per approximation in the ArviZ files.
     nuts_warmup, nuts_draws, nuts_chains : int
@@ -90,6 +94,7 @@ class Settings:
     collapse_lr: float = 0.05
     collapse_steps: int = 1000
     init_scale: float = 0.1
+    sigma_start: str = "laplace"
     draws: int = 1000
     nuts_warmup: int = 400
     nuts_draws: int = 600

@@ -16,7 +16,7 @@ arm                          prior    entropy
 
 Every arm uses the same optimiser, learning rate (the constant
 ``collapse_lr``: a decaying one would slow the very collapse under test),
-steps, start (means at the MAP, sigma at ``init_scale``) and seed, hence the
+steps, start (means at the MAP, sigma at ``study.methods.svi.sigma_start``) and seed, hence the
 same noise draws step for step (common random numbers). ``neither`` is exactly
 the ``expected_loss`` method, whose fit is reused when it ran.
 
