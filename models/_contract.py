@@ -124,6 +124,11 @@ class ModelSpec:
     needs_posteriordb : bool
         True when ``data()`` needs a posteriordb clone (a posterior the project does
         not ship); the model is skipped with a note where none is configured.
+    map_starts : int
+        Independent L-BFGS searches for the MAP (default 1): the model's init point,
+        then seeded points ``init + N(0, I)`` in unconstrained coordinates; the best
+        end point wins. For posteriors with local modes (an ODE whose period can lock
+        onto the wrong cycle).
     svi_steps_scale : float
         Multiplies the default number of SVI steps (slow-mixing models).
     nuts_max_tree_depth : int
@@ -148,6 +153,7 @@ class ModelSpec:
     laplace_torch: Callable[[Data], LaplaceTorchProblem] | None = None
     init_loc_fn: Callable[..., Any] | None = None
     needs_posteriordb: bool = False
+    map_starts: int = 1
     svi_steps_scale: float = 1.0
     nuts_max_tree_depth: int = 10
     no_reference: str = ""

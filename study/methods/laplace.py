@@ -15,6 +15,7 @@ only when ``z_i`` is uncorrelated with the rest (Bishop, PRML section 10.1.2).
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -40,22 +41,9 @@ class MapNotFound(ArithmeticError):
     """The MAP search ended at a non-finite point or with a large gradient."""
 
 
-def find_map(run: ModelRun, max_newton_steps: int = 50) -> dict:
-    """Mode of ``log p(z, y)``: L-BFGS, then Newton steps with the exact Hessian.
-
-    Above the size guard (``study.methods.size_guard.DENSE_HESSIAN_LIMIT``) the
-    search is L-BFGS alone and no Hessian is built: memory stays O(d).
-
-    Returns
-    -------
-    dict
-        ``z`` ``(d,)``, ``hessian`` ``(d, d)`` (``None`` above the size guard),
-        ``potential``, ``grad_norm``, ``newton_steps``, ``wall_seconds``. The
-        search starts at the model's init point (``ModelSpec.init_loc_fn``).
-    """
-    joint = run.joint
-    start_time = time.perf_counter()
-    z = joint.init_z.clone().requires_grad_(True)
+def _lbfgs(joint, start: torch.Tensor) -> torch.Tensor:
+    """L-BFGS (strong Wolfe line search) on ``-log p`` from ``start``; the end point, ``(d,)``."""
+    z = start.clone().requires_grad_(True)
     optimiser = torch.optim.LBFGS(
         [z], lr=1.0, max_iter=5000, tolerance_grad=1e-12, tolerance_change=1e-16,
         history_size=50, line_search_fn="strong_wolfe",
@@ -68,7 +56,50 @@ def find_map(run: ModelRun, max_newton_steps: int = 50) -> dict:
         return potential
 
     optimiser.step(closure)
-    z = z.detach()
+    return z.detach()
+
+
+def find_map(run: ModelRun, max_newton_steps: int = 50) -> dict:
+    """Mode of ``log p(z, y)``: L-BFGS, then Newton steps with the exact Hessian.
+
+    Above the size guard (``study.methods.size_guard.DENSE_HESSIAN_LIMIT``) the
+    search is L-BFGS alone and no Hessian is built: memory stays O(d).
+
+    Returns
+    -------
+    dict
+        ``z`` ``(d,)``, ``hessian`` ``(d, d)`` (``None`` above the size guard),
+        ``potential``, ``grad_norm``, ``newton_steps``, ``wall_seconds``,
+        ``start_potentials`` (``-log p`` where each L-BFGS start ended). The search
+        starts at the model's init point (``ModelSpec.init_loc_fn``) and, for a model
+        with ``map_starts = K > 1``, also from ``K - 1`` seeded points ``init + N(0, I)``;
+        Newton steps refine the best end point. A start whose path leaves the support
+        is dropped.
+    """
+    joint = run.joint
+    start_time = time.perf_counter()
+    starts = [joint.init_z]
+    if run.spec.map_starts > 1:
+        generator = torch.Generator().manual_seed(run.seed("map/starts"))
+        starts += [
+            joint.init_z + torch.randn(joint.dim, generator=generator, dtype=joint.init_z.dtype)
+            for _ in range(run.spec.map_starts - 1)
+        ]
+    found = []
+    for start in starts:
+        try:
+            end = _lbfgs(joint, start)
+        except (ValueError, RuntimeError):  # a start whose trajectory leaves the support
+            if len(starts) == 1:
+                raise
+            continue
+        potential = float(-joint.log_joint(end))
+        if math.isfinite(potential):
+            found.append((potential, end))
+    if not found:
+        raise MapNotFound(f"every one of {len(starts)} MAP searches reached a non-finite log density")
+    start_potentials = [p for p, _ in found]
+    z = min(found, key=lambda pair: pair[0])[1]
     newton_steps = 0
     hessian, hessian_at = None, None
     if not dense_hessian_allowed(joint.dim):
@@ -115,6 +146,7 @@ def find_map(run: ModelRun, max_newton_steps: int = 50) -> dict:
         "grad_norm": float(grad.norm()),
         "newton_steps": newton_steps,
         "wall_seconds": time.perf_counter() - start_time,
+        "start_potentials": start_potentials,
     }
 
 
@@ -135,6 +167,7 @@ def _curvature_info(found: dict) -> dict:
         "map_grad_norm": found["grad_norm"],
         "map_log_joint": -found["potential"],
         "newton_steps": found["newton_steps"],
+        "map_start_potentials": found.get("start_potentials"),
         "hessian_min_eigenvalue": smallest,
         "hessian_max_eigenvalue": largest,
         "hessian_condition_number": largest / smallest if smallest > 0 else float("inf"),
