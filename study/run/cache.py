@@ -4,7 +4,8 @@
 is a SHA-256 over everything that determines the fit, so a cached fit is the
 fit the same command would compute now, to the byte:
 
-* the source of the study's code (``study/**/*.py``) and of the model package
+* the source of the study's code (``study/**/*.py`` except ``study/report/``, which only
+  reads finished fits: editing the report keeps the cache warm) and of the model package
   (``models/*.py``: the built-in models, their helpers and the contract),
   plus the model file itself when it comes from ``--model``;
 * the data (each tensor's name, dtype, shape and bytes) and, for a model that
@@ -63,8 +64,10 @@ def _hash_files(paths) -> str:
 
 @lru_cache(maxsize=None)
 def code_hash() -> str:
-    """SHA-256 of the study's and the model package's source files."""
-    files = sorted((_PACKAGE_ROOT / "study").rglob("*.py")) + sorted((_PACKAGE_ROOT / "models").glob("*.py"))
+    """SHA-256 of the study's source files (all but ``study/report/``) and the model package's."""
+    report = _PACKAGE_ROOT / "study" / "report"
+    study = [p for p in (_PACKAGE_ROOT / "study").rglob("*.py") if report not in p.parents]
+    files = sorted(study) + sorted((_PACKAGE_ROOT / "models").glob("*.py"))
     return _hash_files(files)
 
 
