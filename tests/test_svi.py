@@ -283,3 +283,10 @@ def test_the_sigma_start_moves_the_start_not_the_answer():
     se = np.hypot(np.asarray(warm.info["sd_se"]), np.asarray(cold.info["sd_se"]))
     z = (warm.sd - cold.sd) / se
     assert np.all(np.abs(z) < sidak_z(len(z), FALSE_ALARM, df=20)), z
+
+
+def test_an_unknown_sigma_start_is_refused():
+    from study.core.settings import Settings
+
+    with pytest.raises(ValueError, match="sigma_start must be"):
+        Settings.make(sigma_start="hessian")

@@ -114,6 +114,10 @@ class Settings:
     stop_sigma_drift_max: float = 0.025
     stop_loss_z: float = 2.0
 
+    def __post_init__(self):
+        if self.sigma_start not in ("laplace", "scale"):
+            raise ValueError(f"sigma_start must be 'laplace' or 'scale', got {self.sigma_start!r}")
+
     @classmethod
     def make(cls, quick: bool = False, **overrides) -> "Settings":
         base = cls(
