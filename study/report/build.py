@@ -152,7 +152,8 @@ def diagnostics(model: ModelResult) -> list[str]:
     if svi is not None and svi.ok:
         i = svi.info
         items.append(
-            f"`svi_meanfield`: {i['steps']} steps × {i['particles']} particles from the {i.get('init', '?')}, "
+            f"`svi_meanfield`: {i['steps']} steps × {i['particles']} particles from the {i.get('init', '?')}"
+            f"{', σ from the ' + i['sigma_start'] if i.get('sigma_start') else ''}, "
             f"σ averaged over the last {i['averaged_over_last_steps']} steps; largest relative change of σ "
             f"between the halves of that window {fmt(i['sigma_drift'])}; ELBO {fmt(i['final_elbo'], 6)} "
             f"± {fmt(i['final_elbo_se'])}; {fmt(i['wall_seconds'])} s."

@@ -267,7 +267,8 @@ def networks_answer(study, answer: dict, fig_dir: Path) -> list:
             fp = fit.info.get("fixed_point", {}).get("by_site") or {}
             residuals = ", ".join(f"{k} {fmt(v['median_r'])} ± {fmt(v['median_r_se'], 2)}" for k, v in fp.items())
             used.append(f"{model.name}: {fit.info['data_subsampling']}, {fit.info.get('particles')} particles, "
-                        f"{fit.info.get('steps')} steps; median fixed-point residual per layer: {residuals or '–'}")
+                        f"{fit.info.get('steps')} steps, σ started at {fit.info.get('sigma_start') or 'init_scale'}; "
+                        f"median fixed-point residual per layer: {residuals or '–'}")
     if used:
         blocks.append(Paragraph("Mean-field SVI on the networks: " + "; ".join(used) + "."))
     scatter = scatter_figure(study, fig_dir)
