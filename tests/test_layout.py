@@ -116,3 +116,12 @@ def test_the_checks_catch_a_loop_and_an_upward_import(tmp_path):
     found = imports_of("study.core.fake", fake, set(study_modules()))
     assert found == {"study.methods", "study.methods.svi", "study.report.build"}
     assert all(stage(t) > stage("study.core.fake") for t in found)
+
+
+def test_no_folder_of_a_script_directory_shadows_a_project_package():
+    # ``python benchmarks/speed.py`` puts benchmarks/ first on sys.path: a benchmarks/models/
+    # folder made ``from models import builtin_models`` find that folder instead of the package.
+    packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()}
+    for scripts in ("benchmarks", "tests"):
+        clash = sorted(p.name for p in (ROOT / scripts).iterdir() if p.is_dir() and p.name in packages)
+        assert not clash, f"{scripts}/ holds folders named like project packages: {clash}"

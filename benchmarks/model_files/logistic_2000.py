@@ -7,7 +7,7 @@ y_n ~ Bernoulli(logit^-1(x_n . w))        x_n ~ normal(0, I / 2000), fixed seed
 
 Run as a user model file::
 
-    python -m study.compare --model benchmarks/models/logistic_2000.py --quick \
+    python -m study.compare --model benchmarks/model_files/logistic_2000.py --quick \
         --methods laplace_full laplace_diag svi_meanfield
 """
 
