@@ -184,11 +184,18 @@ ARGS = ["--quick", "--steps", "150", "--models", "seed_linear", "linear_correlat
 N_FITS = 10
 
 
+def _default_sigint() -> None:
+    # A shell without job control starts background commands with SIGINT ignored, and a
+    # Python child that inherits SIG_IGN never raises KeyboardInterrupt: the test would then
+    # depend on how the suite was launched (`.ci/run &` ran the whole study to exit 0).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(out: Path, workers: int) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "study.compare", *ARGS, "--workers", str(workers), "--out", str(out)],
         cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint,
     )
 
 
