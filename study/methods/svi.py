@@ -331,7 +331,7 @@ def run_and_average(svi: SVI, run: ModelRun, method: str, steps: int, snapshot,
     )
 
 
-def sigma_start(run: ModelRun) -> tuple[torch.Tensor | None, str]:
+def sigma_start(run: ModelRun, at_map: bool = True) -> tuple[torch.Tensor | None, str]:
     """Where the guide's sigma starts: the diagonal Laplace sd ``1/sqrt(H_ii)`` at the MAP.
 
     At a near-Gaussian posterior the mean-field optimum is close to it
@@ -343,11 +343,13 @@ def sigma_start(run: ModelRun) -> tuple[torch.Tensor | None, str]:
     at the final ``q`` (``study.checks.fixed_point``) is the proof that it converged.
     Coordinates with ``H_ii <= 0`` (a network's MAP need not be a strict minimum), and
     every coordinate when there is no MAP or no exact Hessian (above the size guard),
-    start at ``init_scale``. Returns the ``(d,)`` start and where it came from.
+    start at ``init_scale``, and so does a guide whose means do not start at the MAP
+    (``at_map`` false: the MAP search failed, and is not run again). Returns the ``(d,)``
+    start (None: ``init_scale`` everywhere) and where it came from.
     """
     s = run.settings
     fallback = f"init_scale {s.init_scale:g}"
-    if s.sigma_start != "laplace":
+    if s.sigma_start != "laplace" or not at_map:
         return None, fallback
     try:
         hessian = map_and_hessian(run)["hessian"]
@@ -379,9 +381,7 @@ def set_guide_scales(guide: AutoNormal, run: ModelRun, sd: torch.Tensor) -> None
     offset = 0
     with torch.no_grad():
         for site in run.joint.sites:
-            *path, last = site.name.split(".")
-            module = attrgetter(".".join(path))(guide.scales) if path else guide.scales
-            unconstrained = getattr(module, last + "_unconstrained")
+            unconstrained = attrgetter(site.name + "_unconstrained")(guide.scales)
             n = unconstrained.numel()
             value = sd[offset:offset + n].reshape(unconstrained.shape).to(unconstrained)
             unconstrained.copy_(to_sigma.inv(value))
@@ -496,7 +496,7 @@ def optimise(
         model = functools.partial(model, subsample_size=plan["subsample_size"])
     guide = AutoNormal(model, init_loc_fn=init_loc_fn, init_scale=s.init_scale)
     guide(**data)  # creates the parameters, so the optimiser can pair means with scales
-    sd_start, sigma_from = sigma_start(run) if init_from == "MAP" else (None, f"init_scale {s.init_scale:g}")
+    sd_start, sigma_from = sigma_start(run, at_map=init_from == "MAP")
     if sd_start is not None:
         set_guide_scales(guide, run, sd_start)
     if constant_lr is None:
