@@ -351,6 +351,13 @@ def test_a_drifting_sigma_is_flagged():
 
     assert flags(fit(SIGMA_DRIFT_LIMIT)) == [] and flags(fit(float("nan"))) == []
     assert "σ had not stopped moving" in flags(fit(2 * SIGMA_DRIFT_LIMIT))[0]
+    # Where the fit measured its drift's noise, only the drift beyond that noise counts.
+    noisy = Fit(model="m", method="svi_meanfield", param_names=["a"],
+                info={"sigma_drift": 4 * SIGMA_DRIFT_LIMIT, "sigma_drift_beyond_noise": 0.0})
+    moving = Fit(model="m", method="svi_meanfield", param_names=["a"],
+                 info={"sigma_drift": 4 * SIGMA_DRIFT_LIMIT, "sigma_drift_beyond_noise": 2 * SIGMA_DRIFT_LIMIT})
+    assert flags(noisy) == []
+    assert "beyond its Monte Carlo noise" in flags(moving)[0]
 
 
 def test_large_seeds_do_not_wrap_onto_small_ones():

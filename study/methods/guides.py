@@ -52,7 +52,7 @@ from study.core.draws import gaussian_draws
 from study.methods.laplace import map_and_hessian
 from study.methods.optim import ScaledLocAdam
 from study.core.results import Fit
-from study.methods.svi import CheckedJitELBO, run_and_average, start_point
+from study.methods.svi import CheckedJitELBO, drift_beyond_noise, run_and_average, start_point
 
 
 
@@ -278,6 +278,7 @@ def fit_guide(run: ModelRun, method: str, init: str = "laplace") -> Fit:
             "elbo_minus_laplace": gain,
             "elbo_minus_laplace_se": gain_se,
             "sigma_drift": float(drifts.max()),
+            "sigma_drift_beyond_noise": drift_beyond_noise(drifts, trace.drift_se, trace.drift_dof),
             "averaged_over_last_steps": n,
         },
     )

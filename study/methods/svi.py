@@ -183,6 +183,7 @@ class SVIRun:
     jit: bool
     sigma_from: str = ""  # where sigma started (``sigma_start``)
     sigma_changes: np.ndarray | None = None  # (d,): signed per-parameter change behind sigma_drift
+    sigma_drift_beyond_noise: float = float("nan")  # ``drift_beyond_noise`` of those changes
     averaged_steps: int = 0  # iterates in the averaging window
 
 
@@ -197,24 +198,73 @@ class AveragedIterates:
     spread: torch.Tensor  # the average of the spread (sd or covariance) over the window
     sd_first: torch.Tensor  # (d,): the average sd over the first half of the window
     sd_second: torch.Tensor  # (d,): ... and over its second half
+    drift_se: torch.Tensor  # (d,): Monte Carlo SE of sd_second / sd_first - 1 (0 where unknown)
+    drift_dof: int | None  # degrees of freedom behind drift_se (None where unknown)
     last_loc: torch.Tensor
     last_sd: torch.Tensor
     averaged_steps: int
     wall_seconds: float
 
 
-def converged(losses: np.ndarray, sd_first: torch.Tensor, sd_second: torch.Tensor, settings) -> bool:
+STOP_FAMILY_FALSE_ALARM = 0.05
+
+
+def drift_noise_limit(d: int, dof: int | None = None) -> float:
+    """Šidák bound: ``d`` independent noise-only drifts, each divided by its estimated SE,
+    all stay below it in absolute value with probability ``1 - STOP_FAMILY_FALSE_ALARM``.
+
+    With ``dof`` the SEs are estimated from that many degrees of freedom and the ratios
+    are Student-t (a normal quantile would be far too tight: at d = 1,000 and 14 dof one
+    noise-only ratio in a thousand exceeds the normal bound of 4.05); without, normal.
+    """
+    from scipy.stats import norm, t
+
+    tail = -math.expm1(math.log1p(-STOP_FAMILY_FALSE_ALARM) / max(1, d)) / 2.0
+    return float(norm.isf(tail) if dof is None else t.isf(tail, dof))
+
+
+def drift_standard_error(first_parts: torch.Tensor, second_parts: torch.Tensor) -> torch.Tensor:
+    """Monte Carlo SE of each ``sd_second_i / sd_first_i - 1`` by batch means, shape ``(d,)``.
+
+    ``first_parts`` and ``second_parts`` are the means of sigma over consecutive sub-blocks
+    of each half of the window, shapes ``(n1, d)`` and ``(n2, d)``, ``n1, n2 >= 2``. Each
+    half's mean has variance ``var(parts) / n`` (sub-blocks of a quarter of
+    ``check_every`` steps, long against Adam's momentum time of about 10 steps, so taken
+    as independent); the ratio's SE follows by the delta method.
+    """
+    m1, m2 = first_parts.mean(0), second_parts.mean(0)
+    v1 = first_parts.var(0) / first_parts.shape[0]
+    v2 = second_parts.var(0) / second_parts.shape[0]
+    return torch.sqrt(v2 / m1**2 + v1 * m2**2 / m1**4)
+
+
+def drift_beyond_noise(changes: torch.Tensor, se: torch.Tensor, dof: int | None = None) -> float:
+    """The largest ``|changes_i|`` among the coordinates whose change exceeds its noise bound
+    ``drift_noise_limit(d, dof) * se_i`` (0 when none does): sigma's drift that Monte Carlo
+    noise does not explain. With no SE known (``se_i = 0``), every change counts."""
+    changes = torch.as_tensor(changes).abs()
+    beyond = changes >= drift_noise_limit(changes.numel(), dof) * torch.as_tensor(se)
+    return float(changes[beyond].max()) if bool(beyond.any()) else 0.0
+
+
+def converged(losses: np.ndarray, sd_first: torch.Tensor, sd_second: torch.Tensor, settings,
+              first_parts: torch.Tensor | None = None, second_parts: torch.Tensor | None = None) -> bool:
     """The stopping rule of a decaying-rate SVI fit, applied to its current averaging window.
 
-    Both must hold:
+    With ``drift_i = sd_second_i / sd_first_i - 1`` (sigma_i averaged over each half of the
+    window) and ``se_i`` its Monte Carlo SE (``drift_standard_error``, from the sub-block
+    means ``first_parts``/``second_parts``; 0 when they are not given), all must hold:
 
-    * sigma has stopped moving: ``median_i |sd_second_i / sd_first_i - 1| < stop_sigma_drift``
-      and ``max_i |...| < stop_sigma_drift_max``, sigma_i averaged over each half of the
-      window. The median catches a systematic drift (it moves most sigmas); the looser
-      bound on the largest change (the fit's reported ``sigma_drift``) keeps one slow
-      parameter from stopping short, without waiting for the optimiser's noise, which
-      alone puts the largest of 31 such changes near 3% at a rate where the fit has
-      converged. The fixed-point residual (``study.checks.fixed_point``) stays the proof;
+    * no systematic drift: ``|median_i drift_i| < stop_sigma_drift``, and
+      ``median_i |drift_i| < max(stop_sigma_drift, 2 median_i se_i)``. A trend moves most
+      sigmas, in one direction (the signed median) or in both (the median size, which under
+      noise alone is about 0.67 of the typical SE);
+    * no single sigma still moving: every ``|drift_i| < max(stop_sigma_drift_max,
+      z_d se_i)``, with ``z_d`` the Šidák bound for ``d`` coordinates at a 5% family false
+      alarm, Student-t on the sub-blocks' degrees of freedom (``drift_noise_limit``). The fixed bound keeps one slow parameter from stopping
+      short; the noise bound stops a fit whose remaining changes are the optimiser's noise,
+      which grows with d (a fixed 2.5% on the largest of 10³ noisy changes never holds).
+      The fixed-point residual (``study.checks.fixed_point``) stays the proof;
     * the objective has stopped falling: the mean loss of the first half minus that of
       the second is below ``stop_loss_z`` standard errors of that difference, the
       per-step losses taken as independent Monte Carlo draws (their noise is the
@@ -226,14 +276,27 @@ def converged(losses: np.ndarray, sd_first: torch.Tensor, sd_second: torch.Tenso
         The window's per-step losses, shape ``(n,)``, first half then second half.
     sd_first, sd_second : torch.Tensor
         Shape ``(d,)``: sigma averaged over each half of the window.
+    first_parts, second_parts : torch.Tensor, optional
+        Shapes ``(n1, d)``, ``(n2, d)``: sigma averaged over sub-blocks of each half.
     """
-    drift = (sd_second / sd_first - 1.0).abs()
-    if not (float(drift.median()) < settings.stop_sigma_drift and float(drift.max()) < settings.stop_sigma_drift_max):
+    signed = sd_second / sd_first - 1.0
+    drift = signed.abs()
+    if first_parts is not None and second_parts is not None and min(len(first_parts), len(second_parts)) >= 2:
+        se = drift_standard_error(first_parts, second_parts)
+        dof = len(first_parts) + len(second_parts) - 2
+    else:
+        se, dof = torch.zeros_like(drift), None
+    if not abs(float(signed.median())) < settings.stop_sigma_drift:
+        return False
+    if not float(drift.median()) < max(settings.stop_sigma_drift, 2.0 * float(se.median())):
+        return False
+    limit = torch.clamp(drift_noise_limit(drift.numel(), dof) * se, min=settings.stop_sigma_drift_max)
+    if not bool((drift < limit).all()):
         return False
     half = len(losses) // 2
     first, second = losses[:half], losses[half:]
-    se = math.sqrt(first.var(ddof=1) / len(first) + second.var(ddof=1) / len(second))
-    return float(first.mean() - second.mean()) < settings.stop_loss_z * se
+    se_loss = math.sqrt(first.var(ddof=1) / len(first) + second.var(ddof=1) / len(second))
+    return float(first.mean() - second.mean()) < settings.stop_loss_z * se_loss
 
 
 def run_and_average(svi: SVI, run: ModelRun, method: str, steps: int, snapshot,
@@ -260,11 +323,14 @@ def run_and_average(svi: SVI, run: ModelRun, method: str, steps: int, snapshot,
     average_from = int(steps * (1.0 - s.average_fraction))
     middle = (average_from + steps) // 2
     sums = {"loc": 0.0, "spread": 0.0, "sd_first": 0.0, "sd_second": 0.0}
+    window_parts = {"sd_first": [], "sd_second": []}  # sub-block means of a run that goes the whole way
+    window_part = {"sd_first": [0.0, 0], "sd_second": [0.0, 0]}
     losses = np.empty(steps)
     record_steps, log_sd = [], []
     # Sums per block of `block` steps: any window of whole blocks is a sum of them.
     blocks: list[dict] = []
-    current = {"loc": 0.0, "spread": 0.0, "sd": 0.0, "n": 0}
+    current = {"loc": 0.0, "spread": 0.0, "sd": 0.0, "n": 0, "parts": [], "part": 0.0, "part_n": 0}
+    part_size = max(1, block // 4)  # sub-blocks for the batch-means SE of sigma's drift
     start = time.perf_counter()
     bar = tqdm(range(steps), desc=f"{run.name}: {method}", leave=False, disable=not run.progress, mininterval=1.0)
 
@@ -289,22 +355,36 @@ def run_and_average(svi: SVI, run: ModelRun, method: str, steps: int, snapshot,
             sums["spread"] = sums["spread"] + spread
             half = "sd_first" if step < middle else "sd_second"
             sums[half] = sums[half] + sd
+            acc = window_part[half]
+            acc[0], acc[1] = acc[0] + sd, acc[1] + 1
+            if acc[1] == part_size:
+                window_parts[half].append(acc[0] / part_size)
+                acc[0], acc[1] = 0.0, 0
         if not checking:
             continue
         current["loc"] = current["loc"] + loc
         current["spread"] = current["spread"] + spread
         current["sd"] = current["sd"] + sd
         current["n"] += 1
+        current["part"] = current["part"] + sd
+        current["part_n"] += 1
+        if current["part_n"] == part_size:
+            current["parts"].append(current["part"] / part_size)
+            current["part"], current["part_n"] = 0.0, 0
         if current["n"] == block or step == steps - 1:
-            blocks.append(current)
-            current = {"loc": 0.0, "spread": 0.0, "sd": 0.0, "n": 0}
+            if current["part_n"]:
+                current["parts"].append(current["part"] / current["part_n"])
+            blocks.append({k: current[k] for k in ("loc", "spread", "sd", "n", "parts")})
+            current = {"loc": 0.0, "spread": 0.0, "sd": 0.0, "n": 0, "parts": [], "part": 0.0, "part_n": 0}
             done = step + 1
             if done >= first_check and done < steps:
                 begin, chosen = window(done)
                 half = len(chosen) // 2
                 sd_first = sum(b["sd"] for b in chosen[:half]) / sum(b["n"] for b in chosen[:half])
                 sd_second = sum(b["sd"] for b in chosen[half:]) / sum(b["n"] for b in chosen[half:])
-                if converged(losses[begin:done], sd_first, sd_second, s):
+                first_parts = torch.stack([p for b in chosen[:half] for p in b["parts"]])
+                second_parts = torch.stack([p for b in chosen[half:] for p in b["parts"]])
+                if converged(losses[begin:done], sd_first, sd_second, s, first_parts, second_parts):
                     stopped = done
                     if record_steps[-1] != step:  # the trajectory ends where the run did
                         record_steps.append(step)
@@ -320,13 +400,21 @@ def run_and_average(svi: SVI, run: ModelRun, method: str, steps: int, snapshot,
         spread_mean = sum(b["spread"] for b in chosen) / n
         sd_first = sum(b["sd"] for b in first) / sum(b["n"] for b in first)
         sd_second = sum(b["sd"] for b in second) / sum(b["n"] for b in second)
+        first_parts = [p for b in first for p in b["parts"]]
+        second_parts = [p for b in second for p in b["parts"]]
     else:
         n = steps - average_from
         mean, spread_mean = sums["loc"] / n, sums["spread"] / n
         sd_first, sd_second = sums["sd_first"] / (middle - average_from), sums["sd_second"] / (steps - middle)
+        first_parts, second_parts = window_parts["sd_first"], window_parts["sd_second"]
+    if min(len(first_parts), len(second_parts)) >= 2:
+        drift_se = drift_standard_error(torch.stack(first_parts), torch.stack(second_parts))
+        drift_dof = len(first_parts) + len(second_parts) - 2
+    else:
+        drift_se, drift_dof = torch.zeros_like(sd_first), None
     return AveragedIterates(
         losses=losses[:stopped], record_steps=np.asarray(record_steps), log_sd=np.stack(log_sd),
-        mean=mean, spread=spread_mean, sd_first=sd_first, sd_second=sd_second,
+        mean=mean, spread=spread_mean, sd_first=sd_first, sd_second=sd_second, drift_se=drift_se, drift_dof=drift_dof,
         last_loc=loc, last_sd=sd, averaged_steps=n, wall_seconds=time.perf_counter() - start,
     )
 
@@ -528,6 +616,7 @@ def optimise(
         sigma_from=sigma_from,
         jit=bool(loss.use_jit),
         sigma_changes=changes.numpy(),
+        sigma_drift_beyond_noise=drift_beyond_noise(changes, trace.drift_se, trace.drift_dof),
         averaged_steps=trace.averaged_steps,
     )
 
@@ -687,6 +776,7 @@ def fit_svi_meanfield(run: ModelRun) -> Fit:
         "final_elbo": elbo,
         "final_elbo_se": elbo_se,
         "sigma_drift": max(r.sigma_drift for r in results),
+        "sigma_drift_beyond_noise": max(r.sigma_drift_beyond_noise for r in results),
         "sigma_change_per_parameter": changes.tolist(),
         "init": result.init_from,
         "sigma_start": result.sigma_from,

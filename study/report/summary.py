@@ -202,7 +202,8 @@ def model_answer(model: ModelResult) -> dict:
     collapse = model.fits.get("expected_loss")
     svi = model.fits.get(SVI)
     if svi is not None and svi.ok and svi.info.get("sigma_drift") is not None:
-        out["svi_sigma_drift"] = float(svi.info["sigma_drift"])
+        # The drift that Monte Carlo noise does not explain, where the fit measured it.
+        out["svi_sigma_drift"] = float(svi.info.get("sigma_drift_beyond_noise", svi.info["sigma_drift"]))
     diagnosis = ((svi.info.get("fixed_point") or {}).get("diagnosis") or {}) if svi is not None and svi.ok else {}
     if diagnosis.get("max_abs_z") is not None and diagnosis["max_abs_z"] > diagnosis.get("z_limit", 3.0):
         out["svi_fixed_point_z"] = float(diagnosis["max_abs_z"])
