@@ -387,3 +387,65 @@ def test_readme_table_numbers_all_come_from_results_json(out, results, tmp_path)
         ok = any(m["title"] == cells[0] and m["status"] == "ok" for m in results["models"].values())
         assert bool(numbers) == ok, row  # a failed model's row carries its reason, no numbers
         assert [n for n in numbers if n not in allowed] == [], row
+
+
+def test_a_warm_run_reads_unchanged_figures_back_and_redraws_changed_ones(tmp_path):
+    # make_all keys each (figure function, model) by everything the function sees: an
+    # unchanged model's figures are read back from the manifest, a changed fit, a missing
+    # file or changed report code draw again.
+    from study.report.build import make_all
+    from study.report import figure_cache
+    from study.report.document import Image
+
+    study = synthetic_study()
+    answer = study_answer(study)
+    calls = []
+
+    def figure(model, a, fig_dir):
+        calls.append(model.name)
+        path = Path(fig_dir) / f"{model.name}-test.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"png")
+        return Image(path, f"alt {model.name}", "caption")
+
+    drawn = [m.name for m in study.models if m.status == "ok"]
+    first, _ = make_all(study, answer, tmp_path, model_figures=[figure], answer_figures=[])
+    assert calls == drawn
+    calls.clear()
+    second, _ = make_all(study, answer, tmp_path, model_figures=[figure], answer_figures=[])
+    assert calls == [] and second == first
+    # A fit read back from the cache (info["cache"]) changes no figure.
+    for model in study.models:
+        for fit in model.fits.values():
+            fit.info = {**(fit.info or {}), "cache": "reused"}
+    make_all(study, answer, tmp_path, model_figures=[figure], answer_figures=[])
+    assert calls == []
+    # A changed sd draws that model's figure again; a deleted file too.
+    changed = next(m for m in study.models if m.status == "ok")
+    fit = next(iter(changed.fits.values()))
+    fit.sd = fit.sd * 1.01
+    make_all(study, answer, tmp_path, model_figures=[figure], answer_figures=[])
+    assert calls == [changed.name]
+    calls.clear()
+    (tmp_path / f"{drawn[-1]}-test.png").unlink()
+    make_all(study, answer, tmp_path, model_figures=[figure], answer_figures=[])
+    assert calls == [drawn[-1]]
+    calls.clear()
+    # Other report code: every figure again.
+    original = figure_cache.report_code_hash
+    figure_cache.report_code_hash = lambda: "other"
+    try:
+        make_all(study, answer, tmp_path, model_figures=[figure], answer_figures=[])
+    finally:
+        figure_cache.report_code_hash = original
+    assert calls == drawn
+    # A manifest that points outside the folder is never followed.
+    manifest = tmp_path / figure_cache.MANIFEST
+    stored = json.loads(manifest.read_text())
+    for entries in stored.values():
+        for entry in entries:
+            entry["path"] = "../outside.png"
+    manifest.write_text(json.dumps(stored))
+    calls.clear()
+    make_all(study, answer, tmp_path, model_figures=[figure], answer_figures=[])
+    assert calls == drawn

@@ -24,6 +24,7 @@ from study.report.answer import QUESTION, fmt, percent
 from study.report.document import (
     Bullets, Code, Details, Heading, Image, Paragraph, Section, Table, to_html, to_markdown,
 )
+from study.report.figure_cache import FigureCache, figure_key
 from study.report.idata import summary as az_summary
 from study.methods import METHODS
 from study.core.results import OK, ModelResult, StudyResult
@@ -283,13 +284,23 @@ def make_all(
     ``model_figures`` / ``answer_figures`` default to ``MODEL_FIGURES`` / ``ANSWER_FIGURES``.
     """
     fig_dir = Path(fig_dir)
+    cache = FigureCache(fig_dir)  # a warm run reads unchanged per-model figures back
     per_model: dict[str, list[Image]] = {}
     for model in study.models:
         if model.status != OK:
             continue
         a = answer["models"].get(model.name, {})
-        per_model[model.name] = [im for make in (model_figures or MODEL_FIGURES) for im in _images(make(model, a, fig_dir))]
+        images = []
+        for make in model_figures or MODEL_FIGURES:
+            key = figure_key(f"{make.__module__}.{make.__qualname__}", model, a, cache.code)
+            made = cache.get(key)
+            if made is None:
+                made = _images(make(model, a, fig_dir))
+                cache.put(key, made)
+            images.extend(made)
+        per_model[model.name] = images
     across = [im for make in (answer_figures or ANSWER_FIGURES) for im in _images(make(study, answer, fig_dir))]
+    cache.save()
     return per_model, across
 
 
