@@ -137,7 +137,10 @@ def test_markdown_images_are_relative_and_exist(out):
     for link in links:
         assert not link.startswith(("/", "http")) and ".." not in link, link
         assert (out / link).is_file() and (out / link).stat().st_size > 1000, link
-    assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(Path(link).name for link in links)
+    # Every figure file is linked; the one other file is the figure cache's manifest.
+    assert sorted(p.name for p in (out / "figures").iterdir() if p.name != ".figure-cache.json") == sorted(
+        Path(link).name for link in links)
+    assert isinstance(json.loads((out / "figures" / ".figure-cache.json").read_text()), dict)
 
 
 def test_every_output_is_written_atomically(written):
