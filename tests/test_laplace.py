@@ -48,6 +48,27 @@ def test_laplace_torch_agrees_with_exact_hessian_on_glms(name):
     np.testing.assert_allclose(fit_laplace_torch_diag(run).sd, fit_laplace_diag(run).sd, rtol=1e-6)
 
 
+def test_laplace_torch_diag_takes_backpack_where_it_applies_and_matches_the_default(monkeypatch):
+    # BackPack's diagonal GGN on the tanh network equals laplace-torch's default backend's
+    # (both exact); a module BackPack cannot extend (the logistic GLM's BinaryLogits) falls
+    # back to the default on a fresh module and still matches the exact Hessian (above).
+    import laplace.curvature
+
+    run = make_run("bnn_regression")
+    fast = fit_laplace_torch_diag(run)
+    assert fast.info["backend"] == "BackPackGGN"
+
+    class Unsupported:
+        def __init__(self, *args, **kwargs):
+            raise NotImplementedError
+
+    monkeypatch.setattr(laplace.curvature, "BackPackGGN", Unsupported)
+    default = fit_laplace_torch_diag(run)
+    assert default.info["backend"] != "BackPackGGN"
+    np.testing.assert_allclose(fast.sd, default.sd, rtol=1e-10)
+    assert fit_laplace_torch_diag(make_run("logistic_breast_cancer")).info["backend"] != "BackPackGGN"
+
+
 # -- closed-form oracles in NumPy: the joint's derivatives, not the code's own -------------------
 
 

@@ -61,24 +61,43 @@ def _fit(run: ModelRun, structure: str) -> tuple[np.ndarray, np.ndarray, np.ndar
     from laplace import Laplace
 
     start = time.perf_counter()
-    problem = run.spec.laplace_torch(run.data)
-    module = problem.module.to(run.joint.dtype)
-    index = _flat_index(run, module, problem.site_of_parameter)
     z_map = map_and_hessian(run)["z"]
-    with torch.no_grad():
-        offset = 0
-        values = z_map[torch.as_tensor(index)]
-        for param in module.parameters():
-            param.copy_(values[offset : offset + param.numel()].reshape(param.shape))
-            offset += param.numel()
-    inputs = problem.inputs.to(run.joint.dtype)
-    targets = problem.targets if problem.likelihood == "classification" else problem.targets.to(run.joint.dtype)
-    loader = DataLoader(TensorDataset(inputs, targets), batch_size=len(inputs))
-    kwargs = {"prior_precision": float(problem.prior_precision)}
-    if problem.likelihood == "regression":
-        kwargs["sigma_noise"] = float(problem.sigma_noise)
-    la = Laplace(module, problem.likelihood, subset_of_weights="all", hessian_structure=structure, **kwargs)
-    la.fit(loader)
+
+    def fitted(backend=None):
+        # A fresh module each time: BackPack's hooks stay on a module it has extended.
+        problem = run.spec.laplace_torch(run.data)
+        module = problem.module.to(run.joint.dtype)
+        index = _flat_index(run, module, problem.site_of_parameter)
+        with torch.no_grad():
+            offset = 0
+            values = z_map[torch.as_tensor(index)]
+            for param in module.parameters():
+                param.copy_(values[offset : offset + param.numel()].reshape(param.shape))
+                offset += param.numel()
+        inputs = problem.inputs.to(run.joint.dtype)
+        targets = problem.targets if problem.likelihood == "classification" else problem.targets.to(run.joint.dtype)
+        loader = DataLoader(TensorDataset(inputs, targets), batch_size=len(inputs))
+        kwargs = {"prior_precision": float(problem.prior_precision)}
+        if problem.likelihood == "regression":
+            kwargs["sigma_noise"] = float(problem.sigma_noise)
+        if backend is not None:
+            kwargs["backend"] = backend
+        la = Laplace(module, problem.likelihood, subset_of_weights="all", hessian_structure=structure, **kwargs)
+        la.fit(loader)
+        return problem, index, la
+
+    if structure == "diag":
+        # BackPack's diagonal GGN is exact and fast (0.03 s on the 1,210-weight digits network,
+        # where laplace-torch's default CurvlinopsGGN took 30 s for the same diagonal). It knows
+        # only standard layers: other modules (e.g. models._glm.BinaryLogits) keep the default.
+        from laplace.curvature import BackPackGGN
+
+        try:
+            problem, index, la = fitted(BackPackGGN)
+        except NotImplementedError:
+            problem, index, la = fitted()
+    else:
+        problem, index, la = fitted()
     covariance = None
     if structure == "full":
         module_covariance = la.posterior_covariance.detach().numpy()
