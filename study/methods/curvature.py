@@ -41,14 +41,13 @@ import time
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 from study.core.context import ModelRun
 from study.core.joint import FlatJoint
 from study.core.results import Fit
 from study.core.subset import SUBSET_SEED, coordinate_subset, site_weights
 from study.methods.laplace import map_and_hessian
-from study.methods.laplace_torch import _flat_index, applicability as laplace_torch_applicability
+from study.methods.laplace_torch import applicability as laplace_torch_applicability, fitted_laplace
 
 # Every coordinate of the exact Hessian diagonal up to this size; above it, a random subset
 # per latent site. One HVP costs a few gradients, so the whole diagonal costs O(d^2) time: in
@@ -164,25 +163,9 @@ def fit_hessian_diag(run: ModelRun) -> Fit:
 
 def _laplace_at_point(run: ModelRun, subset_of_weights: str, structure: str, backend=None):
     """A fitted laplace-torch ``Laplace`` at ``z0``, the flat index of its module's parameters and facts."""
-    from laplace import Laplace
-
     start = time.perf_counter()
-    problem = run.spec.laplace_torch(run.data)
-    module = problem.module.to(run.joint.dtype)
-    index = _flat_index(run, module, problem.site_of_parameter)
     point, at = evaluation_point(run)
-    values = torch.as_tensor(point)[torch.as_tensor(index)]
-    torch.nn.utils.vector_to_parameters(values, module.parameters())
-    inputs = problem.inputs.to(run.joint.dtype)
-    targets = problem.targets if problem.likelihood == "classification" else problem.targets.to(run.joint.dtype)
-    loader = DataLoader(TensorDataset(inputs, targets), batch_size=len(inputs))
-    kwargs = {"prior_precision": float(problem.prior_precision)}
-    if problem.likelihood == "regression":
-        kwargs["sigma_noise"] = float(problem.sigma_noise)
-    if backend is not None:
-        kwargs["backend"] = backend
-    la = Laplace(module, problem.likelihood, subset_of_weights=subset_of_weights, hessian_structure=structure, **kwargs)
-    la.fit(loader)
+    problem, index, la = fitted_laplace(run, torch.as_tensor(point), subset_of_weights, structure, backend)
     info = {
         "at": at,
         "backend": type(la.backend).__name__,

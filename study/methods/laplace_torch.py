@@ -56,35 +56,40 @@ def _flat_index(run: ModelRun, module: torch.nn.Module, mapping: dict[str, str])
     return np.concatenate(index)
 
 
-def _fit(run: ModelRun, structure: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
-    """Mean, marginal sd and (``full`` only) covariance in flat latent order, plus facts."""
+def fitted_laplace(run: ModelRun, z: torch.Tensor, subset_of_weights: str, structure: str, backend=None):
+    """laplace-torch ``Laplace`` fitted at the flat point ``z``: ``(problem, index, la)``.
+
+    ``index`` maps each element of the module's parameter vector to its flat latent index.
+    The module is built afresh on every call: BackPack's hooks stay on a module it has
+    extended, and a later ``vmap`` through it fails.
+    """
     from laplace import Laplace
 
+    problem = run.spec.laplace_torch(run.data)
+    module = problem.module.to(run.joint.dtype)
+    index = _flat_index(run, module, problem.site_of_parameter)
+    with torch.no_grad():
+        torch.nn.utils.vector_to_parameters(torch.as_tensor(z)[torch.as_tensor(index)], module.parameters())
+    inputs = problem.inputs.to(run.joint.dtype)
+    targets = problem.targets if problem.likelihood == "classification" else problem.targets.to(run.joint.dtype)
+    loader = DataLoader(TensorDataset(inputs, targets), batch_size=len(inputs))
+    kwargs = {"prior_precision": float(problem.prior_precision)}
+    if problem.likelihood == "regression":
+        kwargs["sigma_noise"] = float(problem.sigma_noise)
+    if backend is not None:
+        kwargs["backend"] = backend
+    la = Laplace(module, problem.likelihood, subset_of_weights=subset_of_weights, hessian_structure=structure, **kwargs)
+    la.fit(loader)
+    return problem, index, la
+
+
+def _fit(run: ModelRun, structure: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
+    """Mean, marginal sd and (``full`` only) covariance in flat latent order, plus facts."""
     start = time.perf_counter()
     z_map = map_and_hessian(run)["z"]
 
     def fitted(backend=None):
-        # A fresh module each time: BackPack's hooks stay on a module it has extended.
-        problem = run.spec.laplace_torch(run.data)
-        module = problem.module.to(run.joint.dtype)
-        index = _flat_index(run, module, problem.site_of_parameter)
-        with torch.no_grad():
-            offset = 0
-            values = z_map[torch.as_tensor(index)]
-            for param in module.parameters():
-                param.copy_(values[offset : offset + param.numel()].reshape(param.shape))
-                offset += param.numel()
-        inputs = problem.inputs.to(run.joint.dtype)
-        targets = problem.targets if problem.likelihood == "classification" else problem.targets.to(run.joint.dtype)
-        loader = DataLoader(TensorDataset(inputs, targets), batch_size=len(inputs))
-        kwargs = {"prior_precision": float(problem.prior_precision)}
-        if problem.likelihood == "regression":
-            kwargs["sigma_noise"] = float(problem.sigma_noise)
-        if backend is not None:
-            kwargs["backend"] = backend
-        la = Laplace(module, problem.likelihood, subset_of_weights="all", hessian_structure=structure, **kwargs)
-        la.fit(loader)
-        return problem, index, la
+        return fitted_laplace(run, z_map, "all", structure, backend)
 
     if structure == "diag":
         # BackPack's diagonal GGN is exact and fast (0.03 s on the 1,210-weight digits network,
