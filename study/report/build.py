@@ -24,7 +24,7 @@ from study.report.answer import QUESTION, fmt, percent
 from study.report.document import (
     Bullets, Code, Details, Heading, Image, Paragraph, Section, Table, to_html, to_markdown,
 )
-from study.report.figure_cache import FigureCache, figure_key
+from study.report.figure_cache import FigureCache, figure_key, figure_inputs
 from study.report.idata import summary as az_summary
 from study.methods import METHODS
 from study.core.results import OK, ModelResult, StudyResult
@@ -290,9 +290,10 @@ def make_all(
         if model.status != OK:
             continue
         a = answer["models"].get(model.name, {})
+        inputs = figure_inputs(model, a)
         images = []
         for make in model_figures or MODEL_FIGURES:
-            key = figure_key(f"{make.__module__}.{make.__qualname__}", model, a, cache.code)
+            key = figure_key(f"{make.__module__}.{make.__qualname__}", inputs, cache.code)
             made = cache.get(key)
             if made is None:
                 made = _images(make(model, a, fig_dir))

@@ -65,10 +65,9 @@ def report_code_hash() -> str:
     return digest.hexdigest()
 
 
-def figure_key(figure: str, model: ModelResult, answer_for_model: dict, code: str) -> str:
-    """The key of one figure function's output for one model (see the module docstring)."""
+def figure_inputs(model: ModelResult, answer_for_model: dict) -> str:
+    """SHA-256 of everything about one model a figure function can see (see the module docstring)."""
     digest = hashlib.sha256()
-    digest.update(figure.encode() + b"\0" + code.encode() + b"\0")
     digest.update(_json({
         "name": model.name, "title": model.title, "description": model.description,
         "param_names": model.param_names, "notes": model.notes, "status": model.status,
@@ -87,6 +86,13 @@ def figure_key(figure: str, model: ModelResult, answer_for_model: dict, code: st
             digest.update(name.encode())
             _array(digest, fit.trajectory[name])
     return digest.hexdigest()
+
+
+def figure_key(figure: str, inputs: str, code: str) -> str:
+    """The key of one figure function's output for one model: its name, the model's
+    ``figure_inputs`` hash (computed once per model, however many figures it has) and the
+    report's code hash."""
+    return hashlib.sha256(f"{figure}\0{inputs}\0{code}".encode()).hexdigest()
 
 
 class FigureCache:
