@@ -452,3 +452,66 @@ def test_a_warm_run_reads_unchanged_figures_back_and_redraws_changed_ones(tmp_pa
     calls.clear()
     make_all(study, answer, tmp_path, model_figures=[figure], answer_figures=[])
     assert calls == drawn
+
+
+def test_a_warm_write_reads_unchanged_analysis_blocks_and_idata_back(tmp_path, monkeypatch):
+    # write_all a second time on the same results: the analysis blocks (text, tables and
+    # figures together) come from the manifest, the ArviZ files are left alone, and the
+    # report is the same bytes. A changed fit draws its model's blocks and writes its file again.
+    from study.report import build as build_module
+
+    study = synthetic_study()
+    write_all(study, tmp_path)
+    first_md = (tmp_path / "report.md").read_text()
+    idata = sorted((tmp_path / "idata").rglob("*.nc"))
+    assert idata
+    stamps = {p: p.stat().st_mtime_ns for p in idata}
+
+    calls = []
+    original_model, original_answer = build_module.fixed_point_blocks, build_module.networks_answer
+    monkeypatch.setattr(build_module, "fixed_point_blocks",
+                        lambda model, fig_dir: calls.append(model.name) or original_model(model, fig_dir))
+    monkeypatch.setattr(build_module, "networks_answer",
+                        lambda s, a, fig_dir: calls.append("answer") or original_answer(s, a, fig_dir))
+    write_all(study, tmp_path)
+    assert calls == []
+    assert (tmp_path / "report.md").read_text() == first_md
+    assert {p: p.stat().st_mtime_ns for p in idata} == stamps
+
+    changed = next(m for m in study.models if m.status == "ok" and any(f.ok and f.draws is not None
+                                                                         for f in m.fits.values()))
+    fit = next(f for f in changed.fits.values() if f.ok and f.draws is not None)
+    fit.draws = fit.draws * 1.01
+    write_all(study, tmp_path)
+    assert sorted(calls) == sorted([changed.name, "answer"])
+    rewritten = [p for p in idata if p.stat().st_mtime_ns != stamps[p]]
+    assert rewritten == [tmp_path / "idata" / changed.name / f"{fit.method}.nc"]
+    # A deleted file is written again.
+    idata[0].unlink()
+    write_all(study, tmp_path)
+    assert idata[0].is_file()
+
+
+def test_the_block_cache_round_trips_every_block_type(tmp_path):
+    from study.report.document import Bullets, Code, Details, Heading, Image, Paragraph, Section, Table
+    from study.report.figure_cache import FigureCache
+
+    image = tmp_path / "a.png"
+    image.write_bytes(b"png")
+    blocks = [Heading(3, "h", anchor="x"), Paragraph("p"), Bullets(["a", "b"]), Code("c"),
+              Table(columns=["a", "b"], rows=[["1", "2"]], caption="t", numeric=False),
+              Details("d", [Image(image, "alt", "cap"), Section("s", [Paragraph("q")])])]
+    cache = FigureCache(tmp_path)
+    assert cache.blocks("k", lambda: blocks) == blocks
+    cache.save()
+    again = FigureCache(tmp_path)
+    assert again.blocks("k", lambda: pytest.fail("should be read back")) == blocks
+    # A block whose figure is gone is made again; one outside the folder is never stored.
+    image.unlink()
+    made = []
+    third = FigureCache(tmp_path)
+    third.blocks("k", lambda: made.append(1) or [])
+    assert made == [1]
+    outside = FigureCache(tmp_path / "sub")
+    outside.blocks("o", lambda: [Image(image, "alt")])
+    assert "o" not in outside.used

@@ -24,7 +24,7 @@ from study.report.answer import QUESTION, fmt, percent
 from study.report.document import (
     Bullets, Code, Details, Heading, Image, Paragraph, Section, Table, to_html, to_markdown,
 )
-from study.report.figure_cache import FigureCache, figure_key, figure_inputs
+from study.report.figure_cache import FigureCache, figure_key, study_inputs
 from study.report.idata import summary as az_summary
 from study.methods import METHODS
 from study.core.results import OK, ModelResult, StudyResult
@@ -44,17 +44,7 @@ TITLE = "Is the mean-field σ a proxy for the Hessian diagonal?"
 __all__ = ["TITLE", "QUESTION", "fmt", "build", "render", "ANSWER_BLOCKS", "MODEL_BLOCKS"]
 
 
-
-
-
-
-
-
 # -- the answer -----------------------------------------------------------------------------
-
-
-
-
 
 
 # -- one model ------------------------------------------------------------------------------
@@ -214,7 +204,7 @@ def summary_tables(model: ModelResult) -> list:
 
 
 def model_section(model: ModelResult, figures: list[Image], answer_for_model: dict | None = None,
-                  extra: list[Callable] = ()) -> Section:
+                  extra: list[Callable] = (), cache: FigureCache | None = None) -> Section:
     answer_for_model = answer_for_model or {}
     blocks: list = [Heading(2, model.title, anchor=model_anchor(model.name))]
     blocks.append(Paragraph(f"Model `{model.name}`."))
@@ -246,7 +236,11 @@ def model_section(model: ModelResult, figures: list[Image], answer_for_model: di
         blocks.extend(contribute(model, answer_for_model) or [])
     blocks.append(Heading(3, "Diagnostics"))
     blocks.append(Bullets(diagnostics(model)))
-    tables = summary_tables(model)
+    if cache is None:
+        tables = summary_tables(model)
+    else:
+        key = figure_key("summary_tables", cache.inputs_of(model, answer_for_model), cache.code)
+        tables = cache.blocks(key, lambda: summary_tables(model))
     if tables:
         blocks.append(Heading(3, "ArviZ summaries"))
         blocks.extend(tables)
@@ -278,21 +272,26 @@ def make_all(
     fig_dir: Path,
     model_figures: list[Callable] | None = None,
     answer_figures: list[Callable] | None = None,
+    cache: FigureCache | None = None,
 ) -> tuple[dict[str, list[Image]], list[Image]]:
     """Every figure; returns per-model figures (by model name) and the across-models figures.
 
     ``model_figures`` / ``answer_figures`` default to ``MODEL_FIGURES`` / ``ANSWER_FIGURES``.
+    A warm run reads unchanged figures back (``study.report.figure_cache``); pass the
+    run's ``cache`` to share it with ``render`` (the caller then saves it), or none to
+    use and save one of this folder's own.
     """
     fig_dir = Path(fig_dir)
-    cache = FigureCache(fig_dir)  # a warm run reads unchanged per-model figures back
+    own = cache is None
+    cache = FigureCache(fig_dir) if own else cache
     per_model: dict[str, list[Image]] = {}
     for model in study.models:
         if model.status != OK:
             continue
         a = answer["models"].get(model.name, {})
-        inputs = figure_inputs(model, a)
+        inputs = cache.inputs_of(model, a)
         images = []
-        for make in model_figures or MODEL_FIGURES:
+        for make in MODEL_FIGURES if model_figures is None else model_figures:
             key = figure_key(f"{make.__module__}.{make.__qualname__}", inputs, cache.code)
             made = cache.get(key)
             if made is None:
@@ -300,25 +299,48 @@ def make_all(
                 cache.put(key, made)
             images.extend(made)
         per_model[model.name] = images
-    across = [im for make in (answer_figures or ANSWER_FIGURES) for im in _images(make(study, answer, fig_dir))]
-    cache.save()
+    across = []
+    for make in ANSWER_FIGURES if answer_figures is None else answer_figures:
+        key = figure_key(f"{make.__module__}.{make.__qualname__}", _study_key(study, answer, cache), cache.code)
+        across.extend(cache.blocks(key, lambda make=make: _images(make(study, answer, fig_dir))))
+    if own:
+        cache.save()
     return per_model, across
 
 
-def detail_answer_blocks(study, answer: dict, fig_dir: Path) -> list:
+def _study_key(study: StudyResult, answer: dict, cache: FigureCache) -> str:
+    inputs = {m.name: cache.inputs_of(m, answer["models"].get(m.name, {})) for m in study.models}
+    return study_inputs(inputs, answer, study.settings.as_dict(), study.methods)
+
+
+def detail_answer_blocks(study, answer: dict, fig_dir: Path, cache: FigureCache | None = None) -> list:
     """Blocks for the answer section: fixed point, KL ablation, recovery of the marginal sd, data size, networks."""
     fig_dir = Path(fig_dir)
-    return (fixed_point_answer(study, answer) + ablation_answer(study, answer) + recovery_answer(study, answer)
-            + sweep_answer(study, answer, fig_dir) + networks_answer(study, answer, fig_dir))
+
+    def make():
+        return (fixed_point_answer(study, answer) + ablation_answer(study, answer) + recovery_answer(study, answer)
+                + sweep_answer(study, answer, fig_dir) + networks_answer(study, answer, fig_dir))
+
+    if cache is None:
+        return make()
+    return cache.blocks(figure_key("detail_answer_blocks", _study_key(study, answer, cache), cache.code), make)
 
 
-def detail_model_blocks(model: ModelResult, fig_dir: Path) -> list:
+def detail_model_blocks(model: ModelResult, fig_dir: Path, cache: FigureCache | None = None,
+                        answer_for_model: dict | None = None) -> list:
     """Blocks for one model's section."""
     if model.status != OK:
         return []
     fig_dir = Path(fig_dir)
-    return (fixed_point_blocks(model, fig_dir) + ablation_blocks(model, fig_dir) + guides_blocks(model, fig_dir)
-            + sweep_blocks(model, fig_dir))
+
+    def make():
+        return (fixed_point_blocks(model, fig_dir) + ablation_blocks(model, fig_dir) + guides_blocks(model, fig_dir)
+                + sweep_blocks(model, fig_dir))
+
+    if cache is None:
+        return make()
+    inputs = cache.inputs_of(model, answer_for_model or {})
+    return cache.blocks(figure_key("detail_model_blocks", inputs, cache.code), make)
 
 
 # -- the whole report -------------------------------------------------------------------------
@@ -364,7 +386,7 @@ MODEL_BLOCKS: list[Callable[[ModelResult, dict], list]] = []
 def build(study: StudyResult, answer: dict, figures: dict[str, list[Image]] | None = None,
           answer_figures: list[Image] | None = None, extra_answer_blocks: list[Callable] | None = None,
           extra_model_blocks: list[Callable] | None = None,
-          fig_dir: Path | None = None) -> tuple[list, list]:
+          fig_dir: Path | None = None, cache: FigureCache | None = None) -> tuple[list, list]:
     """The report's blocks and its footer.
 
     Parameters
@@ -380,13 +402,15 @@ def build(study: StudyResult, answer: dict, figures: dict[str, list[Image]] | No
     fig_dir : Path, optional
         Where the analysis figures (fixed point, KL ablation, guides, data size) are written;
         without it those blocks are left out.
+    cache : FigureCache, optional
+        The run's figure cache: unchanged analysis blocks are read back from it.
     """
     figures = figures or {}
     blocks: list = [Heading(1, TITLE)]
     blocks.extend(answer_blocks(study, answer, answer_figures or []))
     blocks.extend(benchmark_answer_blocks(study, answer))
     if fig_dir is not None:
-        blocks.extend(detail_answer_blocks(study, answer, fig_dir))
+        blocks.extend(detail_answer_blocks(study, answer, fig_dir, cache))
     for contribute in ANSWER_BLOCKS + list(extra_answer_blocks or []):
         blocks.extend(contribute(study, answer) or [])
     blocks.append(Heading(3, "Methods"))
@@ -400,17 +424,18 @@ def build(study: StudyResult, answer: dict, figures: dict[str, list[Image]] | No
     )
     per_model = MODEL_BLOCKS + list(extra_model_blocks or [])
     if fig_dir is not None:
-        per_model = [lambda model, _answer: detail_model_blocks(model, fig_dir)] + per_model
+        per_model = [lambda model, answer_for_model: detail_model_blocks(model, fig_dir, cache, answer_for_model)] + per_model
     for model in study.models:
         blocks.append(model_section(model, figures.get(model.name, []), answer["models"].get(model.name, {}),
-                                    per_model))
+                                    per_model, cache))
     return blocks, footer(study)
 
 
-def render(study: StudyResult, answer: dict, out_dir: Path, figures=None, answer_figures=None,
+def render(study: StudyResult, answer: dict, out_dir: Path, figures=None, answer_figures=None, cache=None,
            **contributors) -> tuple[str, str]:
     """``(markdown, html)`` of the report; images are linked relative to ``out_dir``."""
-    blocks, foot = build(study, answer, figures, answer_figures, fig_dir=Path(out_dir) / "figures", **contributors)
+    blocks, foot = build(study, answer, figures, answer_figures, fig_dir=Path(out_dir) / "figures", cache=cache,
+                         **contributors)
     markdown = to_markdown(blocks + foot, out_dir)
     page = to_html(blocks, TITLE, footer=foot)
     return markdown, page

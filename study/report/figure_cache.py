@@ -9,6 +9,12 @@ fit's arrays and info (all but ``info["cache"]``, which says only whether the fi
 back). A figure is reused only when its key matches the manifest in the figures folder and
 every file it listed is still there; anything else is drawn again. The manifest keeps only
 the keys of the last run, so it does not grow.
+
+The report's analysis blocks (text, tables and figures together: a model's fixed-point,
+ablation, guide and data-size blocks; the answer's detail and across-models figures) are
+cached the same way as whole block lists (``FigureCache.blocks``), as plain JSON. A block
+list computed from one model is keyed by that model's inputs; one computed from the whole
+study by ``study_inputs``: every model's inputs, the answer and the settings.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import numpy as np
 
 from study.core.files import write_text
 from study.core.results import ModelResult
-from study.report.document import Image
+from study.report.document import Bullets, Code, Details, Heading, Image, Paragraph, Section, Table
 
 MANIFEST = ".figure-cache.json"
 # Fit info that changes between a cold and a warm run without changing any figure.
@@ -88,6 +94,32 @@ def figure_inputs(model: ModelResult, answer_for_model: dict) -> str:
     return digest.hexdigest()
 
 
+def fit_inputs(model: ModelResult, fit) -> str:
+    """SHA-256 of what one fit's ArviZ file is written from: the model's name and layout,
+    the method and the draws."""
+    digest = hashlib.sha256()
+    digest.update(_json({"name": model.name, "layout": model.layout, "method": fit.method}))
+    _array(digest, fit.draws)
+    return digest.hexdigest()
+
+
+def study_inputs(model_inputs: dict[str, str], answer: dict, settings: dict, methods) -> str:
+    """SHA-256 of everything about the whole run a study-level block can see: every model's
+    ``figure_inputs`` (by name), the answer, the settings and the methods run."""
+    digest = hashlib.sha256()
+    digest.update(_json({"models": model_inputs, "settings": settings, "methods": list(methods)}))
+    digest.update(_json(answer))
+    return digest.hexdigest()
+
+
+_TEXT_BLOCKS = {cls.__name__: cls for cls in (Heading, Paragraph, Bullets, Table, Code)}
+_NESTED_BLOCKS = {cls.__name__: cls for cls in (Details, Section)}
+
+
+class _NotCacheable(Exception):
+    """A block the JSON form cannot hold (an image outside the figures folder, an unknown type)."""
+
+
 def figure_key(figure: str, inputs: str, code: str) -> str:
     """The key of one figure function's output for one model: its name, the model's
     ``figure_inputs`` hash (computed once per model, however many figures it has) and the
@@ -101,7 +133,8 @@ class FigureCache:
     def __init__(self, fig_dir: Path):
         self.fig_dir = Path(fig_dir)
         self.code = report_code_hash()
-        self.used: dict[str, list[dict]] = {}
+        self.used: dict[str, list[dict] | dict] = {}
+        self.model_inputs: dict[str, str] = {}
         try:
             stored = json.loads((self.fig_dir / MANIFEST).read_text())
             self.stored = stored if isinstance(stored, dict) else {}
@@ -141,6 +174,63 @@ class FigureCache:
                 return  # a figure outside the folder: never reused
             entries.append({"path": relative.as_posix(), "alt": image.alt, "caption": image.caption})
         self.used[key] = entries
+
+    def _encode(self, block) -> dict:
+        name = type(block).__name__
+        if isinstance(block, Image):
+            try:
+                relative = Path(block.path).resolve().relative_to(self.fig_dir.resolve())
+            except ValueError as error:
+                raise _NotCacheable(block.path) from error
+            return {"type": "Image", "path": relative.as_posix(), "alt": block.alt, "caption": block.caption}
+        if name in _TEXT_BLOCKS and type(block) is _TEXT_BLOCKS[name]:
+            return {"type": name, **{k: v for k, v in vars(block).items()}}
+        if name in _NESTED_BLOCKS and type(block) is _NESTED_BLOCKS[name]:
+            fields = {k: v for k, v in vars(block).items() if k != "blocks"}
+            return {"type": name, **fields, "blocks": [self._encode(b) for b in block.blocks]}
+        raise _NotCacheable(name)
+
+    def _decode(self, entry):
+        if not isinstance(entry, dict):
+            raise _NotCacheable(entry)
+        fields = {k: v for k, v in entry.items() if k != "type"}
+        kind = entry.get("type")
+        if kind == "Image":
+            path = self._inside(fields.get("path"))
+            if path is None or not path.is_file():
+                raise _NotCacheable(fields.get("path"))
+            return Image(path, str(fields.get("alt", "")), str(fields.get("caption", "")))
+        if kind in _TEXT_BLOCKS:
+            return _TEXT_BLOCKS[kind](**fields)
+        if kind in _NESTED_BLOCKS:
+            fields["blocks"] = [self._decode(b) for b in fields.get("blocks", [])]
+            return _NESTED_BLOCKS[kind](**fields)
+        raise _NotCacheable(kind)
+
+    def blocks(self, key: str, make) -> list:
+        """The block list stored under ``key`` when every figure it names is still there;
+        otherwise ``make()``, stored for the next run when the JSON form can hold it."""
+        entry = self.stored.get(key)
+        if isinstance(entry, dict) and isinstance(entry.get("blocks"), list):
+            try:
+                made = [self._decode(b) for b in entry["blocks"]]
+            except (_NotCacheable, TypeError):
+                pass
+            else:
+                self.used[key] = entry
+                return made
+        made = list(make() or [])
+        try:
+            self.used[key] = {"blocks": [self._encode(b) for b in made]}
+        except _NotCacheable:
+            pass
+        return made
+
+    def inputs_of(self, model: ModelResult, answer_for_model: dict) -> str:
+        """``figure_inputs`` of one model, computed once per run."""
+        if model.name not in self.model_inputs:
+            self.model_inputs[model.name] = figure_inputs(model, answer_for_model)
+        return self.model_inputs[model.name]
 
     def save(self) -> None:
         self.fig_dir.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ interrupted run never leaves a half-written ``report.html``, ``comparison.csv``,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 from study.core.files import atomic_path, inside, write_text
 from study.core.results import StudyResult
 from study.report.build import make_all, render
+from study.report.figure_cache import FigureCache, fit_inputs, report_code_hash
 from study.report.idata import to_inference_data
 from study.report.summary import study_answer
 from study.report.table import comparison_rows, to_csv
@@ -73,16 +75,40 @@ def results_document(study: StudyResult, answer: dict) -> dict:
     )
 
 
+IDATA_MANIFEST = ".idata-cache.json"
+
+
 def write_idata(study: StudyResult, out_dir: Path) -> list[Path]:
+    """``idata/<model>/<method>.nc`` for every fit with draws.
+
+    A file is the same bytes for the same draws (``to_inference_data``), so a warm run
+    leaves one alone when ``idata/.idata-cache.json`` says it was written from the same
+    draws by the same report code (``study.report.figure_cache.fit_inputs``) and it is
+    still there.
+    """
+    folder = Path(out_dir) / "idata"
+    try:
+        stored = json.loads((folder / IDATA_MANIFEST).read_text())
+        stored = stored if isinstance(stored, dict) else {}
+    except (OSError, ValueError):
+        stored = {}
+    code = report_code_hash()
+    written: dict[str, str] = {}
     paths = []
     for model in study.models:
         for fit in model.fits.values():
             if not fit.ok or fit.draws is None:
                 continue
             path = inside(out_dir, "idata", model.name, f"{fit.method}.nc")
-            with atomic_path(path) as tmp:
-                to_inference_data(model, fit).to_netcdf(str(tmp))
+            name = path.relative_to(folder).as_posix()
+            key = hashlib.sha256(f"{fit_inputs(model, fit)}\0{code}".encode()).hexdigest()
+            if stored.get(name) != key or not path.is_file():
+                with atomic_path(path) as tmp:
+                    to_inference_data(model, fit).to_netcdf(str(tmp))
+            written[name] = key
             paths.append(path)
+    if paths:
+        write_text(folder / IDATA_MANIFEST, json.dumps(written, indent=0, sort_keys=True) + "\n")
     return paths
 
 
@@ -94,8 +120,10 @@ def write_all(study: StudyResult, out_dir: Path) -> dict[str, Path]:
     write_text(out_dir / "comparison.csv", to_csv(comparison_rows(study)))
     write_text(out_dir / "results.json", json.dumps(results_document(study, answer), indent=1) + "\n")
     write_idata(study, out_dir)
-    model_figures, answer_figures = make_all(study, answer, out_dir / "figures")
-    markdown, page = render(study, answer, out_dir, model_figures, answer_figures)
+    cache = FigureCache(out_dir / "figures")
+    model_figures, answer_figures = make_all(study, answer, out_dir / "figures", cache=cache)
+    markdown, page = render(study, answer, out_dir, model_figures, answer_figures, cache=cache)
+    cache.save()
     write_text(out_dir / "report.md", markdown)
     write_text(out_dir / "report.html", page)
     return {
