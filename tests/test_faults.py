@@ -213,3 +213,22 @@ def test_flat_improper_priors_run_through_every_method_and_are_flagged(tmp_path)
     sigma2 = float(((y - X @ beta_hat) ** 2).sum()) / (len(y) - 1)
     expected = np.sqrt(np.diag(sigma2 * np.linalg.inv(X.T @ X)))
     np.testing.assert_allclose(fits["laplace_full"]["sd"][:2], expected, rtol=1e-6)
+
+
+def test_a_numerical_failure_is_cached_and_any_other_failure_is_computed_again(tmp_path):
+    # A Hessian that is not positive definite (an ArithmeticError) is a property of the model,
+    # data and seed that the cache key fixes: the warm run reads the failure back. A bug
+    # (reference_raises' KeyError) might be mended without a change the key sees: computed again.
+    methods = ["laplace_full", "svi_meanfield"]
+    first = run_model(fixture("saddle_hessian"), methods, FAST, progress=False, cache_dir=tmp_path)
+    assert first.fits["laplace_full"].status == FAILED
+    assert first.fits["laplace_full"].info.get("cache") == "stored"
+    second = run_model(fixture("saddle_hessian"), methods, FAST, progress=False, cache_dir=tmp_path)
+    assert second.fits["laplace_full"].status == FAILED
+    assert second.fits["laplace_full"].info.get("cache") == "reused"
+    assert second.fits["laplace_full"].reason == first.fits["laplace_full"].reason
+
+    other = run_model(fixture("reference_raises"), ["reference"], FAST, progress=False, cache_dir=tmp_path)
+    assert other.fits["reference"].status == FAILED and "cache" not in other.fits["reference"].info
+    again = run_model(fixture("reference_raises"), ["reference"], FAST, progress=False, cache_dir=tmp_path)
+    assert again.fits["reference"].status == FAILED and "cache" not in again.fits["reference"].info

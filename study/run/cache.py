@@ -19,8 +19,11 @@ fit the same command would compute now, to the byte:
 What the key cannot see: modules a ``--model`` file imports from outside the
 ``models`` package. Change one of those and pass ``--no-cache``.
 
-Only fits that finished are stored; a failed fit is computed again on the next
-run. Entries are plain data, never pickles: one ``.npz`` file (NumPy's zip of
+Fits that finished are stored, and so are fits that failed with an ``ArithmeticError``
+(the study's ``NotPositiveDefinite``: a Hessian that is not positive definite is a
+property of the model, the data and the seed, which the key fixes, so the same key fails
+the same way); any other failure (out of memory, a killed worker, a bug) is computed
+again on the next run. Entries are plain data, never pickles: one ``.npz`` file (NumPy's zip of
 ``.npy`` arrays) holding a UTF-8 JSON document and the fit's arrays, read with
 ``allow_pickle=False``, so an entry someone crafted or downloaded cannot run
 code. The JSON describes the ``Fit`` field by field; numbers round-trip exactly

@@ -274,19 +274,27 @@ def run_model(
                 fit = run.new_fit(name, status=FAILED, reason=one_line(error, model_files(spec)))
                 if progress:
                     print(f"{spec.name}: {name} failed: {fit.reason}", file=sys.stderr)
+                if isinstance(error, ArithmeticError):
+                    _store(cache, spec, name, fit)  # a numerical outcome the same key reproduces
             else:
-                if cache is not None:
-                    try:
-                        cache.store(name, fit)
-                        fit.info["cache"] = "stored"
-                    except (OSError, TypeError) as error:  # a full disk, a value plain data cannot hold
-                        print(f"{spec.name}: {name} not cached: {one_line(error)}", file=sys.stderr)
+                _store(cache, spec, name, fit)
         else:
             fit.info["cache"] = "reused"
         run.fits[name] = _flagged(fit)
     result.fits = dict(run.fits)
     result.wall_seconds = time.perf_counter() - start
     return result
+
+
+def _store(cache, spec, name: str, fit: Fit) -> None:
+    """Store a fit in the cache; a fit that cannot be stored is only computed again next run."""
+    if cache is None:
+        return
+    try:
+        cache.store(name, fit)
+        fit.info["cache"] = "stored"
+    except (OSError, TypeError) as error:  # a full disk, a value plain data cannot hold
+        print(f"{spec.name}: {name} not cached: {one_line(error)}", file=sys.stderr)
 
 
 # A worker checks this often (seconds) whether the process that started it still runs.
