@@ -131,6 +131,10 @@ class ModelSpec:
         onto the wrong cycle).
     svi_steps_scale : float
         Multiplies the default number of SVI steps (slow-mixing models).
+    svi_particles : int or None
+        At most this many particles per SVI step (fewer than the settings' where a step's
+        cost grows with them: a network's forward pass over every row). The fits report
+        the particles they used and the Monte Carlo standard error that results.
     nuts_max_tree_depth : int
         Caps NUTS trajectories (2**depth leapfrog steps) where NUTS is the
         reference; lower it only for posteriors NUTS cannot mix in anyway
@@ -155,6 +159,7 @@ class ModelSpec:
     needs_posteriordb: bool = False
     map_starts: int = 1
     svi_steps_scale: float = 1.0
+    svi_particles: int | None = None
     nuts_max_tree_depth: int = 10
     no_reference: str = ""
     tags: tuple[str, ...] = field(default=())

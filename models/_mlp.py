@@ -298,6 +298,8 @@ def network_spec(name: str, pretty_name: str, sizes: Sequence[int], likelihood: 
         init_loc_fn=init_to_sample,
         # NUTS cannot mix across the permutation/sign modes of a network (see bnn_regression).
         nuts_max_tree_depth=4,
+        # A network's SVI step costs in proportion to its particles (study.methods.svi.particles).
+        svi_particles=8,
         tags=(NETWORKS, ON_REQUEST) if on_request else (NETWORKS,),
     )
 

@@ -43,6 +43,25 @@ def test_scale_plan_small_and_large(monkeypatch):
     assert plan["subsample_size"] == svi.LARGE_SUBSAMPLE and plan["particles"] <= svi.LARGE_PARTICLES
 
 
+def test_a_model_caps_the_particles_of_every_svi_fit():
+    from dataclasses import replace
+
+    import pytest
+
+    network = make_run("digits_mlp_1k")
+    assert network.spec.svi_particles == 8
+    assert svi.particles(network) == 8 == svi.scale_plan(network)["particles"]
+    linear = make_run("seed_linear")
+    assert linear.spec.svi_particles is None
+    assert svi.particles(linear) == linear.settings.particles == svi.scale_plan(linear)["particles"]
+    # The cap never raises the settings' particles, and a bad cap is refused in one line.
+    linear.spec = replace(linear.spec, svi_particles=10**6)
+    assert svi.particles(linear) == linear.settings.particles
+    linear.spec = replace(linear.spec, svi_particles=0)
+    with pytest.raises(ValueError, match="svi_particles must be a positive int"):
+        svi.particles(linear)
+
+
 def test_subsampled_network_likelihood_is_scaled_to_the_full_data():
     run = make_run("digits_mlp_1k")
     n = run.data["X"].shape[0]

@@ -34,7 +34,7 @@ import numpy as np
 
 from study.core.context import ModelRun
 from study.core.results import Fit
-from study.methods.svi import SVIRun, _log_sigma_slope, optimise
+from study.methods.svi import SVIRun, _log_sigma_slope, optimise, scale_plan
 
 ARMS = {
     "full": ("full ELBO (prior + entropy)", True, True),
@@ -139,7 +139,7 @@ def fit_kl_ablation(run: ModelRun) -> Fit:
         info={
             "wall_seconds": time.perf_counter() - start,
             "steps": full.steps,
-            "particles": s.particles,
+            "particles": scale_plan(run)["particles"],
             "constant_lr": s.collapse_lr,
             "reused_expected_loss": reused,
             "arms": arms,

@@ -52,7 +52,7 @@ from study.core.draws import gaussian_draws
 from study.methods.laplace import map_and_hessian
 from study.methods.optim import ScaledLocAdam
 from study.core.results import Fit
-from study.methods.svi import CheckedJitELBO, drift_beyond_noise, run_and_average, start_point
+from study.methods.svi import CheckedJitELBO, drift_beyond_noise, particles, run_and_average, start_point
 
 
 
@@ -236,7 +236,7 @@ def fit_guide(run: ModelRun, method: str, init: str = "laplace") -> Fit:
     prefix = guide._pyro_name
     optimiser.scale_of[store[f"{prefix}.loc"]] = store[f"{prefix}.scale"]
     optimiser._to_scale = biject_to(guide_class.scale_constraint)
-    loss = CheckedJitELBO(s.particles, run.joint.max_plate_nesting)
+    loss = CheckedJitELBO(particles(run), run.joint.max_plate_nesting)
     svi = SVI(run.spec.model, guide, optimiser, loss)
 
     def snapshot():
@@ -268,7 +268,7 @@ def fit_guide(run: ModelRun, method: str, init: str = "laplace") -> Fit:
             "wall_seconds": time.perf_counter() - start,
             "steps": len(trace.losses),
             "step_cap": steps,
-            "particles": s.particles,
+            "particles": particles(run),
             "rank": getattr(guide, "rank", None) or run.joint.dim,
             "init": init_from,
             "covariance_init": covariance_from,

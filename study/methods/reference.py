@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 import warnings
 
-import arviz as az
 import numpy as np
 import pyro
 import torch
@@ -51,6 +50,8 @@ def sd_mcse(draws: np.ndarray) -> list[float]:
     ArviZ's ``mcse(method="sd")`` (effective-sample-size based, Vehtari et al. 2021), stored
     with the fit so the answer's standard errors can be recomputed from ``results.json``.
     """
+    import arviz as az  # here, not at import: a warm run reads the reference from the cache
+
     dataset = az.convert_to_dataset({"z": draws}, dims={"z": ["parameter"]})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -64,6 +65,8 @@ def _moments(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _diagnostics(draws: np.ndarray, names: list[str]) -> dict:
     """Bulk ESS and rank-normalised split R-hat per parameter (ArviZ), shape ``(chains, draws, d)``."""
+    import arviz as az
+
     dataset = az.convert_to_dataset({"z": draws}, dims={"z": ["parameter"]}, coords={"parameter": names})
     ess = az.ess(dataset)["z"].values
     rhat = az.rhat(dataset)["z"].values

@@ -61,13 +61,12 @@ def _array(digest, value) -> None:
 
 def report_code_hash() -> str:
     """SHA-256 of the report package's source and of the plotting libraries' versions."""
-    import arviz
-    import matplotlib
+    from importlib.metadata import version
 
     digest = hashlib.sha256()
     for path in sorted(_REPORT_ROOT.rglob("*.py")):
         digest.update(str(path.relative_to(_REPORT_ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
-    digest.update(f"matplotlib {matplotlib.__version__} arviz {arviz.__version__}".encode())
+    digest.update(f"matplotlib {version('matplotlib')} arviz {version('arviz')}".encode())
     return digest.hexdigest()
 
 

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import warnings
 
-import arviz as az
-import pandas as pd
-
 from study.core.results import Fit, ModelResult
 
 
-def to_inference_data(model: ModelResult, fit: Fit) -> az.InferenceData:
+def to_inference_data(model: ModelResult, fit: Fit) -> "az.InferenceData":
     """One ``InferenceData`` per fit; variables are the model's sites in unconstrained space.
 
     A site transformed to unconstrained space is named after its transform,
     e.g. ``"tau (log)"``, so ``az.summary`` rows read ``tau (log)`` and ``w[3]``,
     exactly the ``parameter`` names of ``comparison.csv``.
     """
+    import arviz as az  # here, not at import: a warm run whose files are unchanged never needs it
+
     chains, draws, _ = fit.draws.shape
     posterior = {
         name: fit.draws[..., offset : offset + _size(shape)].reshape((chains, draws) + tuple(shape))
@@ -42,8 +41,10 @@ def _size(shape) -> int:
     return size
 
 
-def summary(model: ModelResult, fit: Fit) -> pd.DataFrame:
+def summary(model: ModelResult, fit: Fit) -> "pd.DataFrame":
     """``az.summary`` of a fit: moments and 94% HDI; ESS and R-hat where there are several chains."""
+    import arviz as az
+
     idata = to_inference_data(model, fit)
     kind = "all" if fit.draws.shape[0] > 1 else "stats"
     with warnings.catch_warnings():

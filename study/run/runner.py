@@ -344,16 +344,16 @@ def versions() -> dict[str, str]:
 
 @lru_cache(maxsize=None)
 def _versions() -> tuple[tuple[str, str], ...]:
-    import arviz
-    import laplace
     import pyro
     from importlib.metadata import version
 
+    # Package metadata, not imports: importing arviz and laplace-torch (which brings
+    # torchvision) costs a warm run 3 s that it would spend on nothing else.
     return (
         ("python", platform.python_version()),
         ("torch", torch.__version__),
         ("pyro-ppl", pyro.__version__),
-        ("arviz", arviz.__version__),
+        ("arviz", version("arviz")),
         ("laplace-torch", version("laplace-torch")),
         ("numpy", version("numpy")),
     )
