@@ -22,7 +22,6 @@ import os
 import platform
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -31,42 +30,6 @@ DEFAULT_MODELS = ["digits_mlp_1k", "digits_mlp_10k", "digits_mlp_100k"]
 # The methods that scale: the mean-field SVI fit, IVON, and the O(d) curvature methods
 # (those present in the methods table are run; the others are reported as absent).
 DEFAULT_METHODS = ["svi_meanfield", "ivon", "ggn_diag", "kfac", "hessian_diag"]
-
-
-class PeakMemory:
-    """Peak resident memory of this process above a baseline, sampled by a thread (Linux)."""
-
-    def __init__(self, interval: float = 0.005):
-        self.interval = interval
-        self.page = os.sysconf("SC_PAGE_SIZE")
-        self._stop = threading.Event()
-        self.peak = 0
-
-    def rss(self) -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self.page
-
-    def __enter__(self):
-        self.base = self.rss()
-        self.peak = self.base
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def _poll(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.rss())
-            time.sleep(self.interval)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.rss())
-
-    @property
-    def above_base(self) -> int:
-        return self.peak - self.base
 
 
 def run_rung(model: str, methods: list[str], steps: int, seeds: int, device: str) -> dict:
@@ -81,6 +44,7 @@ def run_rung(model: str, methods: list[str], steps: int, seeds: int, device: str
     from study.core.settings import Settings
     from study.methods import METHODS
     from study.methods.laplace import map_and_hessian
+    from study.core.memory import PeakMemory
 
     settings = Settings.make(svi_steps=steps, svi_seeds=seeds, device=None if device == "cpu" else device)
     run = ModelRun.create(builtin_models()[model], settings)
@@ -93,7 +57,7 @@ def run_rung(model: str, methods: list[str], steps: int, seeds: int, device: str
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         entry = {}
-        with PeakMemory() as memory:
+        with PeakMemory(interval=0.005) as memory:
             try:
                 result = fn()
                 entry["status"] = getattr(result, "status", "ok")

@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             study = run_study(sources, methods, settings, workers=args.workers, progress=not args.no_progress,
                               command=command.strip(), cache_dir=cache_dir)
-        paths = write_all(study, args.out)
+        paths = write_all(study, args.out, workers=1 if args.scheduler else args.workers)
     except KeyboardInterrupt:
         kept = "; finished fits are in the cache, the same command resumes" if cache_dir else ""
         print(f"interrupted: no output written or changed half-way{kept}", file=sys.stderr)

@@ -1,9 +1,7 @@
-"""The networks benchmark's bookkeeping: cost-vs-d slopes and the peak-memory sampler."""
+"""The networks benchmark's bookkeeping: cost-vs-d slopes (its memory sampler is tests/test_memory.py's)."""
 
 import importlib.util
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,15 +20,3 @@ def test_slopes_recover_a_power_law_and_skip_missing_fits():
     records[0]["fits"]["c"] = {"wall_seconds": 1.0}  # one rung only: no slope
     slopes = bench.slopes(records, "wall_seconds")
     assert abs(slopes["a"] - 1.5) < 1e-9 and abs(slopes["b"]) < 1e-9 and slopes["c"] is None
-
-
-def test_peak_memory_sees_an_allocation():
-    bench = _benchmark()
-    with bench.PeakMemory(interval=0.001) as memory:
-        block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
-        block[::512] += 1.0
-        import time
-
-        time.sleep(0.05)
-    del block
-    assert memory.above_base >= 32 * 2**20

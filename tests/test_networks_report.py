@@ -5,7 +5,9 @@ import numpy as np
 from study.core.results import Fit, ModelResult, StudyResult
 from study.core.settings import Settings
 from study.report.document import Image, Paragraph, Table
-from study.report.topics.networks import TRACK_FACTOR, answer_text, networks_answer, networks_summary
+from study.report.topics.networks import (
+    TRACK_FACTOR, answer_text, cost_figure, networks_answer, networks_summary,
+)
 
 
 def _network(name: str, d1: int, d2: int, off_layer2: float, rng) -> ModelResult:
@@ -19,9 +21,9 @@ def _network(name: str, d1: int, d2: int, off_layer2: float, rng) -> ModelResult
     fits = {
         "svi_meanfield": Fit(name, "svi_meanfield", names, mean=np.zeros(d), sd=sigma,
                              info={"wall_seconds": d / 1000, "data_subsampling": "full batch", "particles": 4,
-                                   "steps": 100}),
+                                   "steps": 100, "peak_rss_above_base_bytes": 64 * d}),
         "ivon": Fit(name, "ivon", names, mean=np.zeros(d), sd=sigma * 1.1,
-                    info={"wall_seconds": d / 2000, "h_moved_median": 3.0,
+                    info={"wall_seconds": d / 2000, "h_moved_median": 3.0, "peak_rss_above_base_bytes": 8 * d * d,
                           "config": {"steps": 100, "beta2": 0.9, "hess_init": 0.1}}),
         "laplace_diag": Fit(name, "laplace_diag", names, mean=np.zeros(d), sd=hessian**-0.5, info={"wall_seconds": 1.0}),
         "laplace_torch_diag": Fit(name, "laplace_torch_diag", names, mean=np.zeros(d), sd=ggn**-0.5, info={}),
@@ -64,3 +66,14 @@ def test_no_networks_no_section(tmp_path):
     for model in study.models:
         del model.fits["ivon"]
     assert networks_answer(study, {}, tmp_path) == []
+
+
+def test_cost_figure_fits_time_and_memory_slopes(tmp_path):
+    # Synthetic costs: SVI's time and memory linear in d, IVON's memory quadratic; a fit
+    # without a memory figure (laplace_torch_diag) is left out of the memory panel only.
+    image, slopes = cost_figure(networks_summary(_study(tmp_path)), tmp_path)
+    assert image is not None and image.path.exists()
+    np.testing.assert_allclose(slopes["wall_seconds"]["svi_meanfield"], 1.0)
+    np.testing.assert_allclose(slopes["peak_rss_above_base_bytes"]["svi_meanfield"], 1.0)
+    np.testing.assert_allclose(slopes["peak_rss_above_base_bytes"]["ivon"], 2.0)
+    assert "laplace_diag" not in slopes["peak_rss_above_base_bytes"]

@@ -515,3 +515,24 @@ def test_the_block_cache_round_trips_every_block_type(tmp_path):
     outside = FigureCache(tmp_path / "sub")
     outside.blocks("o", lambda: [Image(image, "alt")])
     assert "o" not in outside.used
+
+
+def test_figures_drawn_in_worker_processes_are_those_drawn_in_one(tmp_path):
+    # prefill draws the models' sections in parallel; the report and every figure file must
+    # be the same bytes as a serial write, and the second write finds nothing left to draw.
+    from study.report import build as build_module
+    from study.report.figure_cache import FigureCache
+
+    study = synthetic_study()
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    write_all(study, serial)
+    write_all(study, parallel, workers=2)
+    assert (parallel / "report.md").read_text() == (serial / "report.md").read_text()
+    assert (parallel / "report.html").read_text() == (serial / "report.html").read_text()
+    files = sorted(p.relative_to(serial) for p in (serial / "figures").rglob("*.png"))
+    assert files and files == sorted(p.relative_to(parallel) for p in (parallel / "figures").rglob("*.png"))
+    for name in files:
+        assert (parallel / name).read_bytes() == (serial / name).read_bytes(), name
+    answer = study_answer(study)
+    cache = FigureCache(parallel / "figures")
+    assert build_module.prefill(study, answer, parallel / "figures", cache, workers=2) == 0

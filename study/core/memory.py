@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
+import threading
+import time
 
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 1 << 20
@@ -33,3 +36,54 @@ def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
         return bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold)))
     except (OSError, AttributeError):  # not glibc (e.g. musl has no mallopt)
         return False
+
+
+class PeakMemory:
+    """Peak resident memory of this process above what it held on entry, sampled by a thread.
+
+    Linux reads ``/proc/self/statm`` every ``interval`` seconds (and once more on exit);
+    elsewhere ``above_base`` is None. The runner wraps every fit in one
+    (``info["peak_rss_above_base_bytes"]``); ``benchmarks/networks.py`` every rung's fits.
+    """
+
+    def __init__(self, interval: float = 0.01):
+        self.interval = interval
+        self.base = self.peak = None
+        self._stop = threading.Event()
+        self._thread = None
+
+    @staticmethod
+    def rss() -> int | None:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def __enter__(self):
+        self.base = self.peak = self.rss()
+        if self.base is not None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        return self
+
+    def _poll(self):
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def _sample(self):
+        now = self.rss()
+        if now is not None and self.peak is not None:
+            self.peak = max(self.peak, now)
+
+    def __exit__(self, *exc):
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._sample()
+        return False
+
+    @property
+    def above_base(self) -> int | None:
+        return None if self.base is None else self.peak - self.base

@@ -308,6 +308,50 @@ def make_all(
     return per_model, across
 
 
+def model_keys(model: ModelResult, answer_for_model: dict, cache: FigureCache) -> list[str]:
+    """Every cache key one model's section reads: its figures, analysis blocks and az.summary tables."""
+    inputs = cache.inputs_of(model, answer_for_model)
+    names = [f"{make.__module__}.{make.__qualname__}" for make in MODEL_FIGURES]
+    return [figure_key(name, inputs, cache.code) for name in names + ["detail_model_blocks", "summary_tables"]]
+
+
+def model_artifacts(model: ModelResult, answer_for_model: dict, fig_dir: Path) -> dict:
+    """Draw one model's figures, analysis blocks and az.summary tables; their cache entries.
+
+    Runs in a worker process (``prefill``): the files land in ``fig_dir`` and the entries
+    go back to the parent's cache, where ``make_all`` and ``build`` read them as a warm run would.
+    """
+    cache = FigureCache(fig_dir)
+    cache.stored = {}
+    make_all(StudyResult(models=[model], settings=None, methods=[], wall_seconds=0.0, versions={}, command=""),
+             {"models": {model.name: answer_for_model}}, fig_dir, answer_figures=[], cache=cache)
+    detail_model_blocks(model, fig_dir, cache, answer_for_model)
+    cache.blocks(figure_key("summary_tables", cache.inputs_of(model, answer_for_model), cache.code),
+                 lambda: summary_tables(model))
+    return cache.used
+
+
+def prefill(study: StudyResult, answer: dict, fig_dir: Path, cache: FigureCache, workers: int) -> int:
+    """Draw the models whose sections the cache does not hold in ``workers`` processes.
+
+    Drawing is most of a cold report's time and each model's section depends on that model
+    alone, so models are drawn in parallel; what they produce is the same as drawing them
+    one by one here (the same functions, keys and files). Returns the models drawn there.
+    """
+    missing = [m for m in study.models if m.status == OK
+               and not all(cache.has(k) for k in model_keys(m, answer["models"].get(m.name, {}), cache))]
+    if workers <= 1 or len(missing) < 2:
+        return 0
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(max_workers=min(workers, len(missing)), mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(model_artifacts, m, answer["models"].get(m.name, {}), Path(fig_dir)) for m in missing]
+        for future in futures:
+            cache.stored.update(future.result())
+    return len(missing)
+
+
 def _study_key(study: StudyResult, answer: dict, cache: FigureCache) -> str:
     inputs = {m.name: cache.inputs_of(m, answer["models"].get(m.name, {})) for m in study.models}
     return study_inputs(inputs, answer, study.settings.as_dict(), study.methods)

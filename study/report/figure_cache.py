@@ -148,6 +148,28 @@ class FigureCache:
             return None
         return self.fig_dir.joinpath(*relative.parts)
 
+    def has(self, key: str) -> bool:
+        """Whether ``key`` is stored with every file it names (without reading it back)."""
+        entry = self.stored.get(key)
+        entries = entry.get("blocks") if isinstance(entry, dict) else entry
+        if not isinstance(entries, list):
+            return False
+        paths = []
+
+        def collect(items):
+            for item in items:
+                if not isinstance(item, dict):
+                    return False
+                if item.get("type", "Image") == "Image" and "path" in item:
+                    paths.append(item.get("path"))
+                if not collect(item.get("blocks", [])):
+                    return False
+            return True
+
+        if not collect(entries):
+            return False
+        return all((path := self._inside(p)) is not None and path.is_file() for p in paths)
+
     def get(self, key: str) -> list[Image] | None:
         """The images stored under ``key``, or None when any of them is missing."""
         entries = self.stored.get(key)

@@ -17,7 +17,7 @@ import numpy as np
 
 from study.core.files import atomic_path, inside, write_text
 from study.core.results import StudyResult
-from study.report.build import make_all, render
+from study.report.build import make_all, prefill, render
 from study.report.figure_cache import FigureCache, fit_inputs, report_code_hash
 from study.report.idata import to_inference_data
 from study.report.summary import study_answer
@@ -112,8 +112,11 @@ def write_idata(study: StudyResult, out_dir: Path) -> list[Path]:
     return paths
 
 
-def write_all(study: StudyResult, out_dir: Path) -> dict[str, Path]:
-    """Write the CSV, the JSON, the ArviZ files, the figures and the report into ``out_dir``."""
+def write_all(study: StudyResult, out_dir: Path, workers: int = 1) -> dict[str, Path]:
+    """Write the CSV, the JSON, the ArviZ files, the figures and the report into ``out_dir``.
+
+    ``workers`` > 1 draws the models' figures in that many processes (``build.prefill``).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     answer = study_answer(study)
@@ -121,6 +124,7 @@ def write_all(study: StudyResult, out_dir: Path) -> dict[str, Path]:
     write_text(out_dir / "results.json", json.dumps(results_document(study, answer), indent=1) + "\n")
     write_idata(study, out_dir)
     cache = FigureCache(out_dir / "figures")
+    prefill(study, answer, out_dir / "figures", cache, workers)
     model_figures, answer_figures = make_all(study, answer, out_dir / "figures", cache=cache)
     markdown, page = render(study, answer, out_dir, model_figures, answer_figures, cache=cache)
     cache.save()

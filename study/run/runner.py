@@ -41,7 +41,7 @@ from study.core.results import FAILED, FLAGGED, OK, SKIPPED, Fit, ModelResult, S
 from study.core.settings import Settings
 from study.core.structure import hierarchical_scales
 from study.checks.shape import check_shapes
-from study.core.memory import fix_mmap_threshold
+from study.core.memory import PeakMemory, fix_mmap_threshold
 
 # A NUTS run with more divergent transitions than this fraction of its draws is
 # flagged: divergences mean the sampler missed regions of high curvature, so its
@@ -269,7 +269,10 @@ def run_model(
         if fit is None:
             pyro.set_rng_seed(run.seed(name))
             try:
-                fit = method.fit(run)
+                with PeakMemory() as memory:
+                    fit = method.fit(run)
+                if memory.above_base is not None and isinstance(fit.info, dict):
+                    fit.info.setdefault("peak_rss_above_base_bytes", memory.above_base)
             except Exception as error:  # the report marks it failed, with the reason
                 fit = run.new_fit(name, status=FAILED, reason=one_line(error, model_files(spec)))
                 if progress:

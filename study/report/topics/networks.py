@@ -117,7 +117,8 @@ def networks_summary(study) -> dict:
     for model in study.models:
         if model.status != "ok" or not is_network(model):
             continue
-        costs = {m: {"wall_seconds": f.info.get("wall_seconds"), "peak_memory_bytes": f.info.get("peak_memory_bytes")}
+        costs = {m: {"wall_seconds": f.info.get("wall_seconds"), "peak_memory_bytes": f.info.get("peak_memory_bytes"),
+                     "peak_rss_above_base_bytes": f.info.get("peak_rss_above_base_bytes")}
                  for m, f in model.fits.items() if f.ok}
         out.append({"model": model.name, "title": model.title, "d": len(model.param_names),
                     "layers": layer_table(model), "costs": costs})
@@ -205,28 +206,42 @@ def scatter_figure(study, fig_dir: Path) -> Image | None:
                  "One dot per weight (a random subset of at most 3,000 per panel); the dashed line is equality.")
 
 
+COST_MEASURES = (("wall_seconds", "wall seconds", 1.0),
+                 ("peak_rss_above_base_bytes", "peak resident memory above the fit's start (MiB)", 2.0**-20))
+
+
 def cost_figure(summary: dict, fig_dir: Path) -> tuple[Image | None, dict]:
-    """Wall seconds against d per method, log-log, with least-squares slopes."""
+    """Wall seconds and peak memory against d per method, log-log, with least-squares slopes.
+
+    Returns the figure and ``{measure: {method: slope}}``. Memory is the resident set above
+    what the worker held when the fit began (``study.core.memory.PeakMemory``); a fit that
+    freed more than it took shows none and is left out of the log-log panel.
+    """
     models = summary["models"]
+    slopes: dict[str, dict[str, float]] = {key: {} for key, _, _ in COST_MEASURES}
     methods = sorted({m for entry in models for m, c in entry["costs"].items() if c.get("wall_seconds")})
-    slopes = {}
     if len(models) < 2 or not methods:
         return None, slopes
-    fig, ax = plt.subplots(figsize=(5.6, 4.0))
-    for i, method in enumerate(methods):
-        points = [(e["d"], e["costs"][method]["wall_seconds"]) for e in models
-                  if e["costs"].get(method, {}).get("wall_seconds")]
-        if len(points) < 2:
-            continue
-        d, seconds = np.asarray(points, dtype=float).T
-        slope = float(np.polyfit(np.log(d), np.log(seconds), 1)[0]) if len(set(d)) > 1 else float("nan")
-        slopes[method] = slope
-        ax.plot(d, seconds, marker="o", color=f"C{i % 10}", label=f"{method} (slope {slope:.2f})")
-    ax.set(xscale="log", yscale="log", xlabel="d (weights)", ylabel="wall seconds", title="Cost against size")
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.0))
+    for ax, (key, label, unit) in zip(axes, COST_MEASURES):
+        for i, method in enumerate(methods):
+            points = [(e["d"], e["costs"][method][key] * unit) for e in models
+                      if (e["costs"].get(method, {}).get(key) or 0) > 0]
+            if len(points) < 2:
+                continue
+            d, value = np.asarray(points, dtype=float).T
+            slope = float(np.polyfit(np.log(d), np.log(value), 1)[0]) if len(set(d)) > 1 else float("nan")
+            slopes[key][method] = slope
+            ax.plot(d, value, marker="o", color=f"C{i % 10}", label=f"{method} (slope {slope:.2f})")
+        ax.set(xscale="log", yscale="log", xlabel="d (weights)", ylabel=label)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    axes[0].set_title("Time against size", fontsize=10)
+    axes[1].set_title("Memory against size", fontsize=10)
     path = save(fig, dpi=DETAIL_DPI, path=Path(fig_dir) / "networks-cost.png")
-    return Image(path, "Wall seconds against d per method",
-                 "Least-squares slope of log seconds on log d in the legend (1: linear in d)."), slopes
+    return Image(path, "Wall seconds and peak memory against d per method",
+                 "Least-squares slope of log cost on log d in the legends (1: linear in d). Memory: the worker's "
+                 "resident set above its level when the fit began, sampled every 10 ms."), slopes
 
 
 def networks_answer(study, answer: dict, fig_dir: Path) -> list:
@@ -277,6 +292,7 @@ def networks_answer(study, answer: dict, fig_dir: Path) -> list:
     cost, slopes = cost_figure(summary, fig_dir)
     if cost is not None:
         blocks.append(cost)
-        blocks.append(Paragraph("Peak memory per method and rung is measured by `benchmarks/networks.py` "
-                                "(resident memory above the process's baseline; GPU memory with `--device cuda`)."))
+        blocks.append(Paragraph(
+            "The same measures per rung in fresh processes, and GPU memory with `--device cuda`: "
+            "`benchmarks/networks.py`."))
     return blocks
