@@ -536,3 +536,14 @@ def test_figures_drawn_in_worker_processes_are_those_drawn_in_one(tmp_path):
     answer = study_answer(study)
     cache = FigureCache(parallel / "figures")
     assert build_module.prefill(study, answer, parallel / "figures", cache, workers=2) == 0
+
+
+def test_the_run_line_names_the_models_whose_fits_took_fewer_particles():
+    from study.report.answer import particles_text
+
+    study = synthetic_study()
+    assert particles_text(study) == f"{study.settings.particles} particles"
+    model = next(m for m in study.models if "svi_meanfield" in m.fits and m.fits["svi_meanfield"].ok)
+    fewer = study.settings.particles - 1
+    model.fits["svi_meanfield"].info = {**model.fits["svi_meanfield"].info, "particles": fewer}
+    assert particles_text(study) == f"{study.settings.particles} particles ({fewer} on `{model.name}`)"

@@ -422,3 +422,17 @@ SE_NOTE = ("In the opening sentences and the benchmark table each ± is the Mont
            "error); in the paragraph above and the per-model table it is the typical SE of one ratio, which the "
            "median of many ratios can only undercut. * marks an SE that leaves out a source of error (the "
            "expected-loss run's own noise, a single-seed fit's optimiser noise).")
+
+
+def particles_text(study) -> str:
+    """``"32 particles"``, with the models whose mean-field fits took fewer (``ModelSpec.svi_particles``)."""
+    s = study.settings
+    fewer: dict[int, list[str]] = {}
+    for model in study.models:
+        fit = model.fits.get("svi_meanfield")
+        used = (fit.info or {}).get("particles") if fit is not None and fit.ok else None
+        if isinstance(used, int) and used != s.particles:
+            fewer.setdefault(used, []).append(f"`{model.name}`")
+    notes = "; ".join(f"{n} on {', '.join(names)}" for n, names in sorted(fewer.items()))
+    return f"{s.particles} particles" + (f" ({notes})" if notes else "")
+

@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from study.report.answer import QUESTION, fmt, percent
+from study.report.answer import QUESTION, fmt, particles_text, percent
 from study.report.document import (
     Bullets, Code, Details, Heading, Image, Paragraph, Section, Table, to_html, to_markdown,
 )
@@ -411,8 +411,8 @@ def footer(study: StudyResult) -> list:
         Heading(2, "Run", anchor="run"),
         Paragraph(f"Command: `{study.command}`" if study.command else "Command: (in-process)"),
         Paragraph(
-            f"Seed **{s.seed}**; {'quick' if s.quick else 'full'} settings: {s.svi_steps} SVI steps × {s.particles} "
-            f"particles, learning rate {s.lr_start} → {s.lr_end} (expected loss: constant {s.collapse_lr} for {s.collapse_steps} steps), "
+            f"Seed **{s.seed}**; {'quick' if s.quick else 'full'} settings: {s.svi_steps} SVI steps × "
+            f"{particles_text(study)}, learning rate {s.lr_start} → {s.lr_end} (expected loss: constant {s.collapse_lr} for {s.collapse_steps} steps), "
             f"NUTS {s.nuts_chains} × ({s.nuts_warmup} warm-up + {s.nuts_draws}) draws."
         ),
         Paragraph(f"Versions: {versions}."),

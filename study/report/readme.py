@@ -83,7 +83,7 @@ def study_from_results(doc: dict):
 
 def answer_block(study, answer: dict, figure_link: str | None, figure_caption: str = "") -> str:
     """The README's answer block (Markdown, between the markers)."""
-    from study.report.answer import QUESTION, SE_NOTE, answer_paragraph, headline
+    from study.report.answer import QUESTION, SE_NOTE, answer_paragraph, headline, particles_text
     from study.report.document import to_markdown
     from study.report.topics.benchmark import benchmark_table
     from study.report.topics.overview import answer_table, titles
@@ -91,7 +91,7 @@ def answer_block(study, answer: dict, figure_link: str | None, figure_caption: s
     s = study.settings
     v = study.versions
     ran = [m for m in study.models if m.status == "ok"]
-    run = (f"{len(ran)} models, seed {s.seed}, {s.svi_steps} SVI steps × {s.particles} particles, "
+    run = (f"{len(ran)} models, seed {s.seed}, {s.svi_steps} SVI steps × {particles_text(study)}, "
            f"pyro-ppl {v.get('pyro-ppl', '?')}, torch {v.get('torch', '?')}")
     lines = [
         START,
