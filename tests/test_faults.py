@@ -232,3 +232,29 @@ def test_a_numerical_failure_is_cached_and_any_other_failure_is_computed_again(t
     assert other.fits["reference"].status == FAILED and "cache" not in other.fits["reference"].info
     again = run_model(fixture("reference_raises"), ["reference"], FAST, progress=False, cache_dir=tmp_path)
     assert again.fits["reference"].status == FAILED and "cache" not in again.fits["reference"].info
+
+
+def test_a_warm_study_reads_cached_models_without_starting_workers(tmp_path, monkeypatch):
+    # Every fit cached: run_study reads the models in its own process (starting a worker
+    # costs more than reading them) and returns the same fits as the cold run's workers.
+    from study.run import runner
+
+    methods = ["laplace_full", "laplace_diag"]
+    names = ["seed_linear", "linear_correlated"]
+    cold = runner.run_study(names, methods, FAST, workers=2, progress=False, cache_dir=tmp_path)
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a warm run started worker processes")
+
+    monkeypatch.setattr(runner, "ProcessPoolExecutor", no_pool)
+    warm = runner.run_study(names, methods, FAST, workers=2, progress=False, cache_dir=tmp_path)
+    assert [m.name for m in warm.models] == names
+    for before, after in zip(cold.models, warm.models):
+        for method in methods:
+            assert after.fits[method].info["cache"] == "reused"
+            np.testing.assert_array_equal(after.fits[method].sd, before.fits[method].sd)
+    # A model with nothing cached still runs (alone, so in this process).
+    mixed = runner.run_study(names + ["kidiq-kidscore_momiq"], methods, FAST, workers=2, progress=False,
+                             cache_dir=tmp_path)
+    assert [m.name for m in mixed.models] == names + ["kidiq-kidscore_momiq"]
+    assert mixed.models[2].fits["laplace_full"].info["cache"] == "stored"

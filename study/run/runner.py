@@ -32,7 +32,7 @@ import torch
 from models import ModelSpec, builtin_models, load_model_file
 from models._posteriordb import PosteriorDBUnavailable
 
-from study.run.cache import FitCache, model_fingerprint
+from study.run.cache import FitCache, model_fingerprint, safe_name
 from study.core.context import ModelRun
 from study.methods import METHODS
 from study.methods.reference import NUTS_KIND, reference_kind
@@ -208,7 +208,8 @@ def run_model(
     settings: Settings,
     progress: bool = True,
     cache_dir: Path | None = None,
-) -> ModelResult:
+    cache_only: bool = False,
+) -> ModelResult | None:
     """Every requested method on one model. Never raises for a failing fit or model.
 
     Parameters
@@ -218,6 +219,9 @@ def run_model(
     cache_dir : Path, optional
         Fit cache folder (``<out>/cache``): finished fits are stored there and
         reused when their key matches; None computes every fit.
+    cache_only : bool
+        Compute nothing: return None as soon as a fit is not in the cache (``run_study``
+        reads warm models in its own process and sends only the others to workers).
     """
     torch.set_default_dtype(torch.float64)
     # One thread: the models are small, and the numbers must not depend on how many
@@ -266,6 +270,8 @@ def run_model(
             run.fits[name] = run.new_fit(name, status=SKIPPED, reason=reason)
             continue
         fit = cache.load(name) if cache is not None else None
+        if fit is None and cache_only:
+            return None
         if fit is None:
             pyro.set_rng_seed(run.seed(name))
             try:
@@ -362,6 +368,18 @@ def _versions() -> tuple[tuple[str, str], ...]:
     )
 
 
+def _has_cache_entries(cache_dir: Path, source) -> bool:
+    """Whether a built-in model or a spec has a cache folder with entries (files go to workers)."""
+    if isinstance(source, ModelSpec):
+        name = source.name
+    elif isinstance(source, str) and source in builtin_models():
+        name = source
+    else:
+        return False
+    folder = Path(cache_dir) / safe_name(name)
+    return folder.is_dir() and any(folder.glob("*.npz"))
+
+
 def run_study(
     sources: list[str],
     methods: list[str],
@@ -377,12 +395,21 @@ def run_study(
     """
     start = time.perf_counter()
     methods = [m for m in METHODS if m in methods]
-    if workers > 1 and len(sources) > 1:
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(sources)), mp_context=get_context("spawn"),
+    models: list[ModelResult | None] = [None] * len(sources)
+    if workers > 1 and len(sources) > 1 and cache_dir is not None:
+        # A model whose fits are all cached is read here: a worker would spend longer
+        # starting (importing torch, Pyro, scikit-learn) than reading it.
+        for i, source in enumerate(sources):
+            if _has_cache_entries(cache_dir, source):
+                models[i] = run_model(source, methods, settings, progress, cache_dir, cache_only=True)
+    todo = [i for i, model in enumerate(models) if model is None]
+    if workers > 1 and len(todo) > 1:
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=get_context("spawn"),
                                    initializer=_watch_parent, initargs=(os.getpid(),))
         try:
-            futures = [pool.submit(_worker, s, methods, settings, progress, cache_dir) for s in sources]
-            models = [_collect(future, source) for future, source in zip(futures, sources)]
+            futures = {i: pool.submit(_worker, sources[i], methods, settings, progress, cache_dir) for i in todo}
+            for i in todo:
+                models[i] = _collect(futures[i], sources[i])
         except BaseException:
             # Ctrl-C or a kill: stop the workers now rather than after their models.
             # Finished fits are already in the cache; a worker stopped mid-write leaves
@@ -398,7 +425,8 @@ def run_study(
             raise
         pool.shutdown()
     else:
-        models = [run_model(s, methods, settings, progress, cache_dir) for s in sources]
+        for i in todo:
+            models[i] = run_model(sources[i], methods, settings, progress, cache_dir)
     return StudyResult(
         models=models,
         settings=settings,
