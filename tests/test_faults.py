@@ -258,3 +258,15 @@ def test_a_warm_study_reads_cached_models_without_starting_workers(tmp_path, mon
                              cache_dir=tmp_path)
     assert [m.name for m in mixed.models] == names + ["kidiq-kidscore_momiq"]
     assert mixed.models[2].fits["laplace_full"].info["cache"] == "stored"
+
+
+def test_a_linear_response_without_a_strict_maximum_is_skipped_alike_cold_and_warm(tmp_path):
+    # Cold, the mean-field fit's curvature draws are at hand and the method is skipped before
+    # it runs; warm, the mean-field fit comes from the cache without them, and the fit asks
+    # the same question of the same seeded draws: the same status and reason either way.
+    methods = ["svi_meanfield", "svi_meanfield_lr"]
+    runs = [run_model("bnn_regression", methods, FAST, progress=False, cache_dir=tmp_path) for _ in range(3)]
+    fits = [r.fits["svi_meanfield_lr"] for r in runs]
+    assert fits[0].status == "skipped" and "no strict local maximum" in fits[0].reason
+    assert [(f.status, f.reason) for f in fits[1:]] == [(fits[0].status, fits[0].reason)] * 2
+    assert [f.info.get("cache") for f in fits[1:]] == ["stored", "reused"]

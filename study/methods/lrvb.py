@@ -26,7 +26,7 @@ import numpy as np
 from study.core.context import ModelRun
 from study.core.draws import gaussian_draws
 from study.checks.fixed_point import Curvature, expected_curvature
-from study.core.results import Fit
+from study.core.results import SKIPPED, Fit
 
 
 class NotPositiveDefinite(ArithmeticError):
@@ -92,7 +92,17 @@ def applicability(run: ModelRun) -> str | None:
     fit = run.fits.get("svi_meanfield")
     curvature = run.cache.get("meanfield_curvature")
     if fit is None or not fit.ok or curvature is None:
-        return None
+        return None  # the fit checks the same draws (a mean-field fit read from the cache has none here)
+    return no_strict_maximum(curvature)
+
+
+def no_strict_maximum(curvature: Curvature) -> str | None:
+    """None, or the one-line reason ``-grad^2 ELBO`` averaged over the draws is not positive definite.
+
+    ``applicability`` (when the mean-field fit ran in this process) and the fit itself (when it
+    was read from the cache) ask the same question of the same seeded draws, so a cold and a
+    warm run skip with the same reason.
+    """
     B = curvature.blocks.sum(0) / curvature.counts.sum()
     smallest = float(np.linalg.eigvalsh(B)[0])
     if smallest > 0:
@@ -124,6 +134,9 @@ def fit_svi_meanfield_lr(run: ModelRun) -> Fit:
     """``N(mu, Sigma_LR)``: the mean-field fit with its linear-response covariance."""
     start = time.perf_counter()
     meanfield, curvature, reused = meanfield_curvature(run)
+    reason = no_strict_maximum(curvature)
+    if reason is not None:
+        return run.new_fit("svi_meanfield_lr", status=SKIPPED, reason=reason)
     lr_start = time.perf_counter()
     result = linear_response_from_curvature(curvature)
     mean = meanfield.mean.copy()
