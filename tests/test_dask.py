@@ -23,10 +23,10 @@ LOCAL = ["--scheduler", "local", "--workers", "2"]  # two single-threaded worker
 
 
 def _timeless(value):
-    """results.json without what is timing or cache bookkeeping (it differs between any two runs)."""
+    """results.json without what is timing, memory or cache bookkeeping (it differs between any two runs)."""
     if isinstance(value, dict):
         return {k: _timeless(v) for k, v in value.items()
-                if not ("seconds" in k or k in ("cache", "command"))}
+                if not ("seconds" in k or k.startswith("peak_") or k in ("cache", "command"))}
     if isinstance(value, list):
         return [_timeless(v) for v in value]
     return value

@@ -50,9 +50,10 @@ def _same_bytes_in_fresh_processes(tmp_path: Path, models: list[str], extra: lis
 
 
 def _without_timings(value):
-    """``results.json`` without wall-clock times (keys ending in ``seconds``) and the command."""
+    """``results.json`` without wall-clock times (keys ending in ``seconds``), peak memory (``peak_*``) and the command."""
     if isinstance(value, dict):
-        return {k: _without_timings(v) for k, v in value.items() if not k.endswith("seconds") and k != "command"}
+        return {k: _without_timings(v) for k, v in value.items()
+                if not k.endswith("seconds") and not k.startswith("peak_") and k != "command"}
     if isinstance(value, list):
         return [_without_timings(v) for v in value]
     return value
