@@ -270,3 +270,5 @@ def test_a_linear_response_without_a_strict_maximum_is_skipped_alike_cold_and_wa
     assert fits[0].status == "skipped" and "no strict local maximum" in fits[0].reason
     assert [(f.status, f.reason) for f in fits[1:]] == [(fits[0].status, fits[0].reason)] * 2
     assert [f.info.get("cache") for f in fits[1:]] == ["stored", "reused"]
+    # The same fit: no bookkeeping (peak memory) that only the path that ran it would add.
+    assert all({k: v for k, v in f.info.items() if k != "cache"} == {} for f in fits)

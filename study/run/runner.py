@@ -277,7 +277,9 @@ def run_model(
             try:
                 with PeakMemory() as memory:
                     fit = method.fit(run)
-                if memory.above_base is not None and isinstance(fit.info, dict):
+                # A fit that ran (not one that found it does not apply, which the cold
+                # run's applies() check makes without running: the two must be the same fit).
+                if memory.above_base is not None and isinstance(fit.info, dict) and fit.ok:
                     fit.info.setdefault("peak_rss_above_base_bytes", memory.above_base)
             except Exception as error:  # the report marks it failed, with the reason
                 fit = run.new_fit(name, status=FAILED, reason=one_line(error, model_files(spec)))
