@@ -28,15 +28,15 @@ $(STAMP): pyproject.toml
 # The study exits 1 when it wrote everything but some fit failed or was flagged (the report
 # says which and why): that is a finding, not a broken run, so make goes on. Exit 2 (bad
 # input), 130 (interrupted) and anything else stop make.
-study: $(STAMP)
-	@status=0; $(PY) -m study.compare $(ARGS) || status=$$?; \
+COMPARE = status=0; $(PY) -m study.compare $(1) $(ARGS) || status=$$?; \
 	if [ $$status -eq 1 ]; then echo "study: report written; some fits failed or were flagged (see the report's diagnostics)"; \
 	elif [ $$status -ne 0 ]; then exit $$status; fi
 
+study: $(STAMP)
+	@$(call COMPARE,)
+
 quick: $(STAMP)
-	@status=0; $(PY) -m study.compare --quick $(ARGS) || status=$$?; \
-	if [ $$status -eq 1 ]; then echo "study: report written; some fits failed or were flagged (see the report's diagnostics)"; \
-	elif [ $$status -ne 0 ]; then exit $$status; fi
+	@$(call COMPARE,--quick)
 
 # The README's answer comes from the default study's results; the study runs first when
 # there are none (after code changes: make study readme).

@@ -236,11 +236,7 @@ def model_section(model: ModelResult, figures: list[Image], answer_for_model: di
         blocks.extend(contribute(model, answer_for_model) or [])
     blocks.append(Heading(3, "Diagnostics"))
     blocks.append(Bullets(diagnostics(model)))
-    if cache is None:
-        tables = summary_tables(model)
-    else:
-        key = figure_key("summary_tables", cache.inputs_of(model, answer_for_model), cache.code)
-        tables = cache.blocks(key, lambda: summary_tables(model))
+    tables = summary_tables(model) if cache is None else cached_summary_tables(model, answer_for_model, cache)
     if tables:
         blocks.append(Heading(3, "ArviZ summaries"))
         blocks.extend(tables)
@@ -284,35 +280,48 @@ def make_all(
     fig_dir = Path(fig_dir)
     own = cache is None
     cache = FigureCache(fig_dir) if own else cache
-    per_model: dict[str, list[Image]] = {}
-    for model in study.models:
-        if model.status != OK:
-            continue
-        a = answer["models"].get(model.name, {})
-        inputs = cache.inputs_of(model, a)
-        images = []
-        for make in MODEL_FIGURES if model_figures is None else model_figures:
-            key = figure_key(f"{make.__module__}.{make.__qualname__}", inputs, cache.code)
-            made = cache.get(key)
-            if made is None:
-                made = _images(make(model, a, fig_dir))
-                cache.put(key, made)
-            images.extend(made)
-        per_model[model.name] = images
+    functions = MODEL_FIGURES if model_figures is None else model_figures
+    per_model = {model.name: cached_model_figures(model, answer["models"].get(model.name, {}), fig_dir, cache, functions)
+                 for model in study.models if model.status == OK}
     across = []
     for make in ANSWER_FIGURES if answer_figures is None else answer_figures:
-        key = figure_key(f"{make.__module__}.{make.__qualname__}", _study_key(study, answer, cache), cache.code)
+        key = figure_key(_function_name(make), _study_key(study, answer, cache), cache.code)
         across.extend(cache.blocks(key, lambda make=make: _images(make(study, answer, fig_dir))))
     if own:
         cache.save()
     return per_model, across
 
 
+def _function_name(make: Callable) -> str:
+    return f"{make.__module__}.{make.__qualname__}"
+
+
+def _model_key(name: str, model: ModelResult, answer_for_model: dict, cache: FigureCache) -> str:
+    return figure_key(name, cache.inputs_of(model, answer_for_model), cache.code)
+
+
+def cached_model_figures(model: ModelResult, answer_for_model: dict, fig_dir: Path, cache: FigureCache,
+                         functions: list[Callable]) -> list[Image]:
+    """One model's figures, each function's read back from ``cache`` when unchanged."""
+    images = []
+    for make in functions:
+        key = _model_key(_function_name(make), model, answer_for_model, cache)
+        made = cache.get(key)
+        if made is None:
+            made = _images(make(model, answer_for_model, fig_dir))
+            cache.put(key, made)
+        images.extend(made)
+    return images
+
+
+def cached_summary_tables(model: ModelResult, answer_for_model: dict, cache: FigureCache) -> list:
+    return cache.blocks(_model_key("summary_tables", model, answer_for_model, cache), lambda: summary_tables(model))
+
+
 def model_keys(model: ModelResult, answer_for_model: dict, cache: FigureCache) -> list[str]:
     """Every cache key one model's section reads: its figures, analysis blocks and az.summary tables."""
-    inputs = cache.inputs_of(model, answer_for_model)
-    names = [f"{make.__module__}.{make.__qualname__}" for make in MODEL_FIGURES]
-    return [figure_key(name, inputs, cache.code) for name in names + ["detail_model_blocks", "summary_tables"]]
+    names = [_function_name(make) for make in MODEL_FIGURES] + ["detail_model_blocks", "summary_tables"]
+    return [_model_key(name, model, answer_for_model, cache) for name in names]
 
 
 def model_artifacts(model: ModelResult, answer_for_model: dict, fig_dir: Path) -> dict:
@@ -323,11 +332,9 @@ def model_artifacts(model: ModelResult, answer_for_model: dict, fig_dir: Path) -
     """
     cache = FigureCache(fig_dir)
     cache.stored = {}
-    make_all(StudyResult(models=[model], settings=None, methods=[], wall_seconds=0.0, versions={}, command=""),
-             {"models": {model.name: answer_for_model}}, fig_dir, answer_figures=[], cache=cache)
+    cached_model_figures(model, answer_for_model, fig_dir, cache, MODEL_FIGURES)
     detail_model_blocks(model, fig_dir, cache, answer_for_model)
-    cache.blocks(figure_key("summary_tables", cache.inputs_of(model, answer_for_model), cache.code),
-                 lambda: summary_tables(model))
+    cached_summary_tables(model, answer_for_model, cache)
     return cache.used
 
 
@@ -383,8 +390,7 @@ def detail_model_blocks(model: ModelResult, fig_dir: Path, cache: FigureCache | 
 
     if cache is None:
         return make()
-    inputs = cache.inputs_of(model, answer_for_model or {})
-    return cache.blocks(figure_key("detail_model_blocks", inputs, cache.code), make)
+    return cache.blocks(_model_key("detail_model_blocks", model, answer_for_model or {}, cache), make)
 
 
 # -- the whole report -------------------------------------------------------------------------

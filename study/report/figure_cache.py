@@ -148,53 +148,45 @@ class FigureCache:
             return None
         return self.fig_dir.joinpath(*relative.parts)
 
-    def has(self, key: str) -> bool:
-        """Whether ``key`` is stored with every file it names (without reading it back)."""
-        entry = self.stored.get(key)
-        entries = entry.get("blocks") if isinstance(entry, dict) else entry
-        if not isinstance(entries, list):
-            return False
-        paths = []
-
-        def collect(items):
-            for item in items:
-                if not isinstance(item, dict):
-                    return False
-                if item.get("type", "Image") == "Image" and "path" in item:
-                    paths.append(item.get("path"))
-                if not collect(item.get("blocks", [])):
-                    return False
-            return True
-
-        if not collect(entries):
-            return False
-        return all((path := self._inside(p)) is not None and path.is_file() for p in paths)
-
-    def get(self, key: str) -> list[Image] | None:
-        """The images stored under ``key``, or None when any of them is missing."""
+    def _images(self, key: str) -> list[Image] | None:
+        """The images a figure entry (a list of ``{path, alt, caption}``) names, or None when
+        it is not one or a file is missing."""
         entries = self.stored.get(key)
         if not isinstance(entries, list):
             return None
-        images = []
-        for entry in entries:
-            if not isinstance(entry, dict):
-                return None
-            path = self._inside(entry.get("path"))
-            if path is None or not path.is_file():
-                return None
-            images.append(Image(path, str(entry.get("alt", "")), str(entry.get("caption", ""))))
-        self.used[key] = entries
+        try:
+            return [self._decode({**entry, "type": "Image"}) for entry in entries]
+        except (_NotCacheable, TypeError):
+            return None
+
+    def _blocks(self, key: str) -> list | None:
+        """The blocks a block entry (``{"blocks": [...]}``) holds, or None when it is not one
+        or a file it names is missing."""
+        entry = self.stored.get(key)
+        if not isinstance(entry, dict) or not isinstance(entry.get("blocks"), list):
+            return None
+        try:
+            return [self._decode(b) for b in entry["blocks"]]
+        except (_NotCacheable, TypeError):
+            return None
+
+    def has(self, key: str) -> bool:
+        """Whether ``key`` is stored with every file it names (without marking it used)."""
+        return self._images(key) is not None or self._blocks(key) is not None
+
+    def get(self, key: str) -> list[Image] | None:
+        """The images stored under ``key``, or None when any of them is missing."""
+        images = self._images(key)
+        if images is not None:
+            self.used[key] = self.stored[key]
         return images
 
     def put(self, key: str, images: list[Image]) -> None:
-        entries = []
-        for image in images:
-            try:
-                relative = Path(image.path).resolve().relative_to(self.fig_dir.resolve())
-            except ValueError:
-                return  # a figure outside the folder: never reused
-            entries.append({"path": relative.as_posix(), "alt": image.alt, "caption": image.caption})
-        self.used[key] = entries
+        try:
+            entries = [self._encode(image) for image in images]
+        except _NotCacheable:
+            return  # a figure outside the folder: never reused
+        self.used[key] = [{k: v for k, v in entry.items() if k != "type"} for entry in entries]
 
     def _encode(self, block) -> dict:
         name = type(block).__name__
@@ -231,15 +223,10 @@ class FigureCache:
     def blocks(self, key: str, make) -> list:
         """The block list stored under ``key`` when every figure it names is still there;
         otherwise ``make()``, stored for the next run when the JSON form can hold it."""
-        entry = self.stored.get(key)
-        if isinstance(entry, dict) and isinstance(entry.get("blocks"), list):
-            try:
-                made = [self._decode(b) for b in entry["blocks"]]
-            except (_NotCacheable, TypeError):
-                pass
-            else:
-                self.used[key] = entry
-                return made
+        made = self._blocks(key)
+        if made is not None:
+            self.used[key] = self.stored[key]
+            return made
         made = list(make() or [])
         try:
             self.used[key] = {"blocks": [self._encode(b) for b in made]}
