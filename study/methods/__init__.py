@@ -66,7 +66,7 @@ METHODS: dict[str, Method] = {
         Method("laplace_diag", "exact Hessian at the MAP: 1/sqrt(H_ii)", fit_laplace_diag, guarded("laplace_diag")),
         Method("laplace_torch_full", "laplace-torch FullLaplace, all weights", fit_laplace_torch_full, guarded("laplace_torch_full", laplace_torch_applicability)),
         Method("laplace_torch_diag", "laplace-torch DiagLaplace, all weights", fit_laplace_torch_diag, laplace_torch_applicability),
-        Method("hessian_diag", "exact Hessian diagonal of -log p at the mean-field mean (else the MAP), HVPs; 128 random coordinates per site above 5,000 weights: 1/sqrt(H_ii)", curvature.fit_hessian_diag),
+        Method("hessian_diag", "exact Hessian diagonal of -log p at the mean-field mean (else the MAP), HVPs; 128 random coordinates per site above 20,000 weights: 1/sqrt(H_ii)", curvature.fit_hessian_diag),
         Method("ggn_diag", "laplace-torch diagonal GGN (BackPackGGN) at the same point: 1/sqrt(GGN_ii + prior)", curvature.fit_ggn_diag, curvature.applicability),
         Method("kfac", "laplace-torch Kronecker-factored GGN (CurvlinopsGGN) at the same point; marginal sds from the factors", curvature.fit_kfac, curvature.applicability),
         Method("laplace_last_layer", "laplace-torch last-layer full Laplace at the same point; other weights: no sd", curvature.fit_laplace_last_layer, curvature.last_layer_applicability),

@@ -11,7 +11,7 @@ curvature around it), else the MAP (L-BFGS; ``study.methods.laplace``).
   Hessian-vector product per coordinate, batched through the model's
   vectorised-particle path: ``C`` copies of ``z0``, and the HVP of copy ``c``
   with ``e_{i_c}`` (the gradient of a sum over copies is block-diagonal). Up to
-  ``HESSIAN_DIAG_ALL_COORDINATES`` (5,000) coordinates every one is computed; above,
+  ``HESSIAN_DIAG_ALL_COORDINATES`` (20,000) coordinates every one is computed; above,
   ``HESSIAN_DIAG_PER_SITE`` (128) random coordinates of every latent site
   (``study.core.subset``, uniform without replacement), and each site's mean
   ``H_ii`` is reported with its standard error (simple random sampling without
@@ -50,14 +50,17 @@ from study.methods.laplace import map_and_hessian
 from study.methods.laplace_torch import applicability as laplace_torch_applicability, fitted_laplace
 
 # Every coordinate of the exact Hessian diagonal up to this size; above it, a random subset
-# per latent site. One HVP costs a few gradients, so the whole diagonal costs O(d^2) time: in
-# float64 on a shared 2-core machine the 1,210-weight digits network took 34 s for all of its
-# coordinates, which puts a 10^4-weight network (all 9,610) near half an hour.
-HESSIAN_DIAG_ALL_COORDINATES = 5_000
+# per latent site. One HVP costs a few gradients over every row, so the whole diagonal costs
+# O(d^2) time: on 2 cores, in float64, all 9,610 coordinates of the digits network
+# (1,797 rows) take about 75 s in chunks of 13 copies (extrapolated from 512 coordinates:
+# 3.9-4.1 s), and all 1,210 of the smallest rung about 2 s.
+HESSIAN_DIAG_ALL_COORDINATES = 20_000
 HESSIAN_DIAG_PER_SITE = 128
 # Copies of the point evaluated together: bounded so that the batch's graph stays small.
+# At d = 9,610, 16 copies per chunk took 3.9 s per 512 coordinates, 32 copies 6.0 s and
+# 54 copies (the earlier budget of 2^19) 6.0 s.
 MAX_CHUNK = 64
-CHUNK_BUDGET = 2**19
+CHUNK_BUDGET = 2**17
 
 
 def evaluation_point(run: ModelRun) -> tuple[np.ndarray, str]:
@@ -81,7 +84,7 @@ def hessian_diagonal(joint: FlatJoint, z: torch.Tensor, coordinates: np.ndarray 
         Shape ``(k,)``: flat indices; all ``d`` by default.
     chunk : int, optional
         Coordinates per batched Hessian-vector product (copies of ``z`` in one
-        vectorised-particle evaluation); default ``min(64, 2^19 / d)``, at least 1.
+        vectorised-particle evaluation); default ``min(64, 2^17 / d)``, at least 1.
 
     Returns
     -------
