@@ -260,6 +260,25 @@ def test_a_warm_study_reads_cached_models_without_starting_workers(tmp_path, mon
     assert mixed.models[2].fits["laplace_full"].info["cache"] == "stored"
 
 
+def test_a_cache_only_read_builds_nothing_when_no_fit_is_cached_under_the_current_key(tmp_path, monkeypatch):
+    # A partly warm run (the code or settings changed, the cache folders remain): the main
+    # process's read-ahead must find out from the file names alone, before building the
+    # model (its data, trace and shape check), which the worker that computes it repeats.
+    from study.run import runner
+
+    methods = ["laplace_full", "laplace_diag"]
+    runner.run_model("seed_linear", methods, FAST, progress=False, cache_dir=tmp_path)
+    built = []
+    original = runner.ModelRun.create
+    monkeypatch.setattr(runner.ModelRun, "create", lambda *a, **k: built.append(1) or original(*a, **k))
+    other = replace(FAST, seed=FAST.seed + 1)  # every key changes
+    assert runner.run_model("seed_linear", methods, other, progress=False, cache_dir=tmp_path, cache_only=True) is None
+    assert built == []
+    warm = runner.run_model("seed_linear", methods, FAST, progress=False, cache_dir=tmp_path, cache_only=True)
+    assert warm is not None and built == [1]
+    assert all(warm.fits[m].info["cache"] == "reused" for m in methods)
+
+
 def test_a_linear_response_without_a_strict_maximum_is_skipped_alike_cold_and_warm(tmp_path):
     # Cold, the mean-field fit's curvature draws are at hand and the method is skipped before
     # it runs; warm, the mean-field fit comes from the cache without them, and the fit asks

@@ -242,12 +242,16 @@ def run_model(
     try:
         data = spec.data()
         check_data(spec, data)
-        run = ModelRun.create(spec, settings, data, progress=progress)
-        check_shapes(run.joint)  # before any fit: a mis-broadcast model stops here, naming the site
         cache = None
         if cache_dir is not None:
             source_path = "" if isinstance(source, ModelSpec) else str(source)
             cache = FitCache(cache_dir, model_fingerprint(spec, source_path, data, versions()), settings)
+            if cache_only and not any(cache.path(name).is_file() for name in methods):
+                # Nothing under this key (the code or settings changed): the worker that
+                # computes the model builds it; building it here too would be wasted.
+                return None
+        run = ModelRun.create(spec, settings, data, progress=progress)
+        check_shapes(run.joint)  # before any fit: a mis-broadcast model stops here, naming the site
     except PosteriorDBUnavailable as error:
         result.status, result.reason = SKIPPED, str(error)
         return result
