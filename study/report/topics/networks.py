@@ -4,7 +4,8 @@ For every network in the run (a model with an ``ivon`` fit or a GGN fit), per la
 (latent site) and per rung (number of weights ``d``):
 
 * a log-log scatter of ``sigma_i^-2`` (mean-field SVI) against the exact Hessian
-  diagonal ``H_ii`` of ``-log p`` at the MAP and against the GGN diagonal (plus the
+  diagonal ``H_ii`` of ``-log p`` (at the mean-field mean, ``hessian_diag``; at the MAP where
+  only ``laplace_diag`` has it) and against the GGN diagonal (plus the
   prior precision), one panel per layer and rung;
 * the per-layer median of ``sigma_i^-2 / H_ii`` and ``sigma_i^-2 / GGN_ii`` with a
   standard error, and the same for IVON's ``N (h_i + delta)``;
@@ -262,8 +263,9 @@ def networks_answer(study, answer: dict, fig_dir: Path) -> list:
         columns=["model", "d", "layer", "weights", "σ⁻²/Hᵢᵢ", "σ⁻²/GGNᵢᵢ", "IVON N(h+δ)/Hᵢᵢ", "IVON N(h+δ)/GGNᵢᵢ"],
         rows=rows,
         caption=("Per layer, the median over weights of the precision ratio ± its SE (1.2533 × sd of the log "
-                 "ratio / √n, on the median's scale). Hᵢᵢ: exact Hessian diagonal of −log p at the MAP "
-                 "(a random subset of coordinates on the largest rungs); GGN: laplace-torch's "
+                 "ratio / √n, on the median's scale). Hᵢᵢ: exact Hessian diagonal of −log p at the "
+                 "mean-field mean (`hessian_diag`; at the MAP where only `laplace_diag` ran; a random subset of "
+                 "coordinates above 20,000 weights); GGN: laplace-torch's "
                  "generalised Gauss-Newton diagonal plus the prior precision."),
     ))
     moved = []
