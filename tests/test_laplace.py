@@ -138,3 +138,46 @@ def test_linear_gaussian_gradient_and_hessian_are_the_closed_form(linear):
     w_map = np.linalg.solve(hessian, X.T @ y / NOISE_SCALE**2)
     marginal_sd = np.sqrt(np.diag(np.linalg.inv(hessian)))
     assert np.all(np.abs(map_and_hessian(run)["z"].numpy() - w_map) < 1e-6 * marginal_sd)
+
+
+def test_map_search_above_the_size_guard_stops_when_a_block_no_longer_lowers_the_potential():
+    # An ill-conditioned quadratic (curvatures 1e-6 to 1e2) that L-BFGS approaches slowly:
+    # the large-model search runs blocks of iterations and stops after the first block that
+    # lowers -log p by less than LARGE_MAP_DECREASE nat, never before; the full search runs on.
+    from study.methods import laplace
+
+    d = 2000
+    curvature = torch.logspace(-6, 2, d, dtype=torch.float64)
+    target = torch.linspace(-30.0, 30.0, d, dtype=torch.float64)
+
+    class Quadratic:
+        def __init__(self):
+            self.calls = 0
+
+        def log_joint(self, z):
+            self.calls += 1
+            return -0.5 * (curvature * (z - target) ** 2).sum()
+
+    block_ends = []
+    original_step = torch.optim.LBFGS.step
+
+    def recording_step(self, closure):
+        out = original_step(self, closure)
+        with torch.no_grad():
+            block_ends.append(float(-fast.log_joint(self.param_groups[0]["params"][0])))
+        return out
+
+    fast, full = Quadratic(), Quadratic()
+    start = torch.zeros(d, dtype=torch.float64)
+    torch.optim.LBFGS.step = recording_step
+    try:
+        end = laplace._lbfgs(fast, start, early_stop=True)
+    finally:
+        torch.optim.LBFGS.step = original_step
+    start_potential = float(0.5 * (curvature * target**2).sum())
+    drops = -np.diff([start_potential] + block_ends)
+    assert len(drops) >= 2 and drops[-1] < laplace.LARGE_MAP_DECREASE
+    assert (drops[:-1] >= laplace.LARGE_MAP_DECREASE).all()
+    exact = laplace._lbfgs(full, start)
+    assert fast.calls < full.calls
+    assert float(-fast.log_joint(end)) >= float(-full.log_joint(exact)) - 1e-9

@@ -41,12 +41,31 @@ class MapNotFound(ArithmeticError):
     """The MAP search ended at a non-finite point or with a large gradient."""
 
 
-def _lbfgs(joint, start: torch.Tensor) -> torch.Tensor:
-    """L-BFGS (strong Wolfe line search) on ``-log p`` from ``start``; the end point, ``(d,)``."""
+# L-BFGS iterations of one MAP search.
+LBFGS_MAX_ITER = 5000
+# Above the size guard the search stops once a block of LARGE_MAP_BLOCK iterations lowers
+# -log p by less than LARGE_MAP_DECREASE nats (``_lbfgs``).
+LARGE_MAP_BLOCK = 100
+LARGE_MAP_DECREASE = 1.0
+
+
+def _lbfgs(joint, start: torch.Tensor, early_stop: bool = False) -> torch.Tensor:
+    """L-BFGS (strong Wolfe line search) on ``-log p`` from ``start``; the end point, ``(d,)``.
+
+    Up to ``LBFGS_MAX_ITER`` iterations. With ``early_stop`` (above the size guard) the
+    iterations run in blocks of ``LARGE_MAP_BLOCK`` (one L-BFGS run: its history carries
+    over) and stop once a block lowers ``-log p`` by less than ``LARGE_MAP_DECREASE``
+    nat. There the MAP is no Laplace approximation's centre (none is built), only where
+    the mean-field and IVON fits start and where the GGN methods are evaluated when
+    no mean-field fit ran; the fits' own convergence checks decide. On the 96,001-weight
+    diabetes network the 5,000 iterations took 411 s; the blocks lowered ``-log p``
+    (about 88,540) by 4.8, 2.0, 1.3, 0.59 and 0.33 nat from iteration 500 to 1,000,
+    with the gradient norm falling from 14 to 1.9 (0.31 at 2,000).
+    """
     z = start.clone().requires_grad_(True)
     optimiser = torch.optim.LBFGS(
-        [z], lr=1.0, max_iter=5000, tolerance_grad=1e-12, tolerance_change=1e-16,
-        history_size=50, line_search_fn="strong_wolfe",
+        [z], lr=1.0, max_iter=LARGE_MAP_BLOCK if early_stop else LBFGS_MAX_ITER, tolerance_grad=1e-12,
+        tolerance_change=1e-16, history_size=50, line_search_fn="strong_wolfe",
     )
 
     def closure():
@@ -55,7 +74,18 @@ def _lbfgs(joint, start: torch.Tensor) -> torch.Tensor:
         potential.backward()
         return potential
 
-    optimiser.step(closure)
+    if not early_stop:
+        optimiser.step(closure)
+        return z.detach()
+    with torch.no_grad():
+        before = float(-joint.log_joint(z))
+    for _ in range(LBFGS_MAX_ITER // LARGE_MAP_BLOCK):
+        optimiser.step(closure)
+        with torch.no_grad():
+            after = float(-joint.log_joint(z))
+        if not before - after >= LARGE_MAP_DECREASE:  # also stops on a non-finite value
+            break
+        before = after
     return z.detach()
 
 
@@ -63,7 +93,8 @@ def find_map(run: ModelRun, max_newton_steps: int = 50) -> dict:
     """Mode of ``log p(z, y)``: L-BFGS, then Newton steps with the exact Hessian.
 
     Above the size guard (``study.methods.size_guard.DENSE_HESSIAN_LIMIT``) the
-    search is L-BFGS alone and no Hessian is built: memory stays O(d).
+    search is L-BFGS alone, stopped when it no longer lowers ``-log p`` by a nat per
+    100 iterations (``_lbfgs``), and no Hessian is built: memory stays O(d).
 
     Returns
     -------
@@ -88,7 +119,7 @@ def find_map(run: ModelRun, max_newton_steps: int = 50) -> dict:
     found = []
     for start in starts:
         try:
-            end = _lbfgs(joint, start)
+            end = _lbfgs(joint, start, early_stop=not dense_hessian_allowed(joint.dim))
         except (ValueError, RuntimeError):  # a start whose trajectory leaves the support
             if len(starts) == 1:
                 raise
