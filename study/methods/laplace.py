@@ -57,10 +57,10 @@ def _lbfgs(joint, start: torch.Tensor, early_stop: bool = False) -> torch.Tensor
     over) and stop once a block lowers ``-log p`` by less than ``LARGE_MAP_DECREASE``
     nat. There no exact Laplace approximation is built on the MAP: the mean-field and IVON
     fits start from it (their own convergence checks decide), and laplace-torch's
-    ``laplace_torch_diag``, and the GGN methods when no mean-field fit ran, are taken there. On the 96,001-weight
-    diabetes network the 5,000 iterations took 411 s; the blocks lowered ``-log p``
-    (about 88,540) by 4.8, 2.0, 1.3, 0.59 and 0.33 nat from iteration 500 to 1,000,
-    with the gradient norm falling from 14 to 1.9 (0.31 at 2,000).
+    ``laplace_torch_diag``, and the GGN methods when no mean-field fit ran, are taken
+    there. On the 96,001-weight diabetes network the 5,000 iterations took 411 s; the
+    blocks lowered ``-log p`` (about 88,540) by 4.8, 2.0, 1.3, 0.59 and 0.33 nat from
+    iteration 500 to 1,000, with the gradient norm falling from 14 to 1.9 (0.31 at 2,000).
     """
     z = start.clone().requires_grad_(True)
     optimiser = torch.optim.LBFGS(
