@@ -16,7 +16,7 @@ import pyro.distributions as dist
 import torch
 
 from models import ModelSpec
-from models._linear import linear
+from models._linear import NormalLinear
 from models._posteriordb import load_data, load_reference_draws, stack_indexed
 
 POSTERIOR = "arK-arK"
@@ -27,8 +27,9 @@ def model(lags, y_now):
     alpha = pyro.sample("alpha", dist.Normal(zero, 10.0))
     beta = pyro.sample("beta", dist.Normal(zero, 10.0).expand([lags.shape[-1]]).to_event(1))
     sigma = pyro.sample("sigma", dist.HalfCauchy(torch.tensor(2.5, dtype=lags.dtype)))
-    with pyro.plate("time", lags.shape[-2]):
-        pyro.sample("y", dist.Normal(alpha + linear(lags, beta), sigma), obs=y_now)
+    # prod_t normal(y_t | alpha + lags_t . beta, sigma) as one event over time, from the lag
+    # matrix's sufficient statistics (NormalLinear).
+    pyro.sample("y", NormalLinear(lags, beta, sigma, intercept=alpha), obs=y_now)
 
 
 def data():
