@@ -82,14 +82,14 @@ def test_seed_standard_error_matches_the_spread_of_independent_repeats():
     assert abs(t2.mean() - 12 / 10) < sidak_z(1, 1e-3) * t2.std(ddof=1) / np.sqrt(R), t2.mean()
 
 
-def _residual_for(sd_factor, change, drifting=False):
+def _residual_for(sd_factor, change, drifting=False, minibatch=False):
     """The exact linear_correlated curvature with sigma scaled by ``sd_factor``."""
     run = make_run("linear_correlated")
     precision = posterior_precision(run.data["X"], PRIOR_SCALE, NOISE_SCALE).numpy()
     sd = sd_factor / np.sqrt(np.diag(precision))
     curvature = expected_curvature(run.joint, np.zeros(6), sd, 16, seed=0)
     residual = fixed_point_residual(curvature, 0.004)
-    return residual, diagnose(residual, np.full(6, change), run.joint.param_names)
+    return residual, diagnose(residual, np.full(6, change), run.joint.param_names, minibatch=minibatch)
 
 
 def test_diagnosis_separates_optimiser_from_model():
@@ -104,6 +104,17 @@ def test_diagnosis_separates_optimiser_from_model():
     # At the fixed point: nothing is off.
     _, verdict = _residual_for(1.0, 0.0)
     assert verdict["verdict"] == "fixed point" and verdict["max_abs_r"] < 1e-12
+
+
+def test_a_settled_minibatch_fit_off_its_fixed_point_is_not_blamed_on_the_objective():
+    # The same settled sigma a factor sqrt(32) too small, from a fit on mini-batches: their ELBO
+    # is unbiased, so the verdict is the optimiser's, and the text says why.
+    _, verdict = _residual_for(32**-0.5, 0.0, minibatch=True)
+    assert verdict["verdict"] == "not converged" and len(verdict["off"]) == 6
+    assert "mini-batches" in verdict["text"] and "objective is not the likelier cause" in verdict["text"]
+    # At the fixed point a mini-batch fit is at the fixed point.
+    _, verdict = _residual_for(1.0, 0.0, minibatch=True)
+    assert verdict["verdict"] == "fixed point"
 
 
 def test_se_of_the_hessian_part_is_the_spread_of_pair_means():

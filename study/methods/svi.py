@@ -826,7 +826,8 @@ def fit_svi_meanfield(run: ModelRun) -> Fit:
             curvature = expected_curvature(run.joint, mean, sd, s.curvature_draws, run.seed("svi_meanfield/curvature"))
             run.cache["meanfield_curvature"] = curvature  # svi_meanfield_lr reuses the same draws
             residual = fixed_point_residual(curvature, errors["rel_se"])
-        residual["diagnosis"] = diagnose(residual, changes, run.joint.param_names)
+        residual["diagnosis"] = diagnose(residual, changes, run.joint.param_names,
+                                         minibatch=plan["subsample_size"] is not None)
         residual["by_site"] = residual_by_site(run.joint, residual)
         info["fixed_point"] = residual
     except Exception as error:  # the fit stands; the check reports why it could not run
