@@ -7,8 +7,8 @@ theta   ~ beta(5, 5)                 (not Gaussian: flagged in the report)
 y_n     ~ theta normal(mu_1, sigma_1) + (1 - theta) normal(mu_2, sigma_2)   n = 1..1000
 ```
 
-The component of each observation is summed out (``log_mix`` in Stan, a logsumexp over
-the two components here). ``mu``'s prior is Stan's ``normal(0, 2)`` on an ordered vector,
+The component of each observation is summed out (``log_mix`` in Stan, ``NormalMix2``
+here). ``mu``'s prior is Stan's ``normal(0, 2)`` on an ordered vector,
 i.e. two normal densities restricted to ``mu_1 < mu_2`` (``ordered_normal``, unnormalised
 as in Stan). Its unconstrained coordinates are ``mu_1`` and ``log(mu_2 - mu_1)``.
 """
@@ -19,7 +19,7 @@ import torch
 
 from models import ModelSpec
 from models._posteriordb import load_data, load_reference_draws, stack_indexed
-from models._stan import ordered_normal
+from models._stan import NormalMix2, ordered_normal
 
 POSTERIOR = "low_dim_gauss_mix-low_dim_gauss_mix"
 
@@ -29,11 +29,8 @@ def model(y):
     mu = pyro.sample("mu", ordered_normal(torch.zeros(2, dtype=y.dtype), 2.0, positive=False))
     sigma = pyro.sample("sigma", dist.HalfNormal(zero + 2.0).expand([2]).to_event(1))
     theta = pyro.sample("theta", dist.Beta(zero + 5.0, zero + 5.0))
-    # log theta, log(1 - theta), stacked on a last axis that lines up with mu's and sigma's.
-    log_weights = torch.stack([theta.log(), torch.log1p(-theta)], dim=-1)
     with pyro.plate("data", y.shape[-1]):
-        mixture = dist.MixtureSameFamily(dist.Categorical(logits=log_weights), dist.Normal(mu, sigma))
-        pyro.sample("y", mixture, obs=y)
+        pyro.sample("y", NormalMix2(theta, mu, sigma), obs=y)
 
 
 def data():
