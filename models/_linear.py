@@ -91,6 +91,11 @@ class NormalLinear(TorchDistribution):
         return NormalLinear(self.X, coef, self.sigma.expand(batch_shape), intercept)
 
     @property
+    def rows(self) -> int:
+        """Observations in the one event (the design's rows): what a data-size sweep subsamples."""
+        return self.X.shape[-2]
+
+    @property
     def mean(self):
         loc = self.coef @ self.X.mT
         return loc if self.intercept is None else loc + torch.as_tensor(self.intercept).unsqueeze(-1)

@@ -47,3 +47,16 @@ def test_a_short_sweep_on_linear_correlated():
     se = np.sqrt((residuals**2).sum() / dof) / np.sqrt(len(fits))
     z = (ratios.mean(0) - 1) / se
     assert np.all(np.abs(z) < sidak_z(ratios[0].size, 1e-3, df=dof)), z
+
+
+def test_a_regression_with_its_rows_in_one_event_is_sweepable():
+    # NormalLinear observes every row in one event, without a data plate: the sweep reads the
+    # rows from the likelihood, and a halved data set still builds the model.
+    run = make_run("nes1980-nes")
+    n = run.data["y"].shape[0]
+    assert observation_count(run) == n
+    half = subsample(run.data, n, np.arange(n // 2))
+    import dataclasses
+
+    smaller = dataclasses.replace(run, data=half)
+    assert observation_count(smaller) == n // 2

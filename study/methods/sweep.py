@@ -21,6 +21,7 @@ from dataclasses import replace
 
 import numpy as np
 import pyro.poutine as poutine
+from pyro.infer.autoguide.initialization import InitMessenger
 import torch
 
 from study.core.context import ModelRun
@@ -43,15 +44,14 @@ def applicability(run: ModelRun) -> str | None:
 
 
 def observation_count(run: ModelRun) -> int:
-    """Size of the largest plate around an observed site."""
-    with poutine.block(), torch.no_grad():
+    """Size of the largest plate around an observed site (or of an observed event's ``rows``)."""
+    # Latent values from the model's init strategy: a flat prior (Stan's default) cannot be sampled.
+    with poutine.block(), torch.no_grad(), InitMessenger(run.init_loc_fn):
         trace = poutine.trace(run.spec.model).get_trace(**run.data)
-    sizes = [
-        frame.size
-        for site in trace.nodes.values()
-        if site["type"] == "sample" and site["is_observed"]
-        for frame in site["cond_indep_stack"]
-    ]
+    observed = [site for site in trace.nodes.values() if site["type"] == "sample" and site["is_observed"]]
+    sizes = [frame.size for site in observed for frame in site["cond_indep_stack"]]
+    # A likelihood that holds its rows in one event (models/_linear.py: NormalLinear) says how many.
+    sizes += [site["fn"].rows for site in observed if isinstance(getattr(site["fn"], "rows", None), int)]
     if not sizes:
         raise NotSweepable("no observed site inside a plate: nothing to subsample")
     return max(sizes)
