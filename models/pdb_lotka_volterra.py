@@ -12,7 +12,7 @@ y_{n,k}      ~ lognormal(log z_k(t_n), sigma_k)       t_n = 1..20 (years 1901..1
 ```
 
 The ODE is solved by the classical fourth-order Runge-Kutta scheme with 8 fixed
-steps per year (``rk4_populations``), which broadcasts over particles and is
+steps per year (``rk4_populations``, on ``models/_ode.py: rk4``), which broadcasts over particles and is
 differentiable by autograd. Stan uses rk45 at relative tolerance 1e-5; the
 fixed-step error against scipy's DOP853 at tolerance 1e-12 is a few 1e-6 in
 log population over the posterior (tested in ``tests/test_posteriordb_models.py``),
@@ -25,6 +25,7 @@ import torch
 from torch.distributions import constraints
 
 from models import ModelSpec
+from models._ode import rk4
 from models._posteriordb import indexed_reference_draws, load_data
 from models._stan import RestrictedNormal
 
@@ -56,26 +57,20 @@ def rk4_populations(z_init, theta, times, steps_per_unit=STEPS_PER_UNIT_TIME):
     a = torch.stack([alpha, -gamma], dim=-1)
     b = torch.stack([-beta, delta], dim=-1)
 
-    # Fused multiply-adds (addcmul, add with alpha): 19 recorded operations per step instead
+    # A fused multiply-add (addcmul), and rk4's fused adds: 19 recorded operations per step instead
     # of 28, the same numbers to rounding (1e-14): 20% less time forward and backward in eager
     # mode, 9% less in a compiled SVI step (31 ms against 34 ms at 32 particles).
     def rate(z):
         return z * torch.addcmul(a, b, z.flip(-1))
 
-    z = z_init
-    out, now = [], 0.0
+    grid, output_index, now = [0.0], [], 0.0
     for target in times.tolist():
         n = max(1, int(-(-(target - now) * steps_per_unit // 1)))
-        h = (target - now) / n
-        for _ in range(n):
-            k1 = rate(z)
-            k2 = rate(torch.add(z, k1, alpha=0.5 * h))
-            k3 = rate(torch.add(z, k2, alpha=0.5 * h))
-            k4 = rate(torch.add(z, k3, alpha=h))
-            z = torch.add(z, torch.add(torch.add(k1, k2 + k3, alpha=2.0), k4), alpha=h / 6)
-        out.append(z)
+        grid += [now + (target - now) * k / n for k in range(1, n)] + [target]
+        output_index.append(len(grid) - 1)
         now = target
-    return torch.stack(out, dim=-2)
+    states = rk4(lambda t, z: rate(z), z_init, grid)  # the system is autonomous
+    return torch.stack([states[i] for i in output_index], dim=-2)
 
 
 def model(ts, y_init, y, theta_loc, theta_scale):
