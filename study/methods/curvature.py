@@ -188,15 +188,9 @@ def _h_factor(la) -> float:
 
 def fit_ggn_diag(run: ModelRun) -> Fit:
     """laplace-torch ``DiagLaplace`` with ``BackPackGGN`` at ``z0``: sd ``1/sqrt(GGN_ii + prior precision)``."""
-    from laplace.curvature import BackPackGGN
-
     start = time.perf_counter()
-    try:
-        la, index, point, info = _laplace_at_point(run, "all", "diag", BackPackGGN)
-    except NotImplementedError:
-        # BackPack knows only standard layers (not, e.g., models._glm.BinaryLogits); laplace-torch's
-        # default backend is slower but exact for any module.
-        la, index, point, info = _laplace_at_point(run, "all", "diag")
+    # BackPackGGN where BackPack knows the layers, the default backend otherwise (fitted_laplace).
+    la, index, point, info = _laplace_at_point(run, "all", "diag")
     ggn = np.full(run.joint.dim, np.nan)
     ggn[index] = (_h_factor(la) * la.H).detach().numpy()
     sd = np.full(run.joint.dim, np.nan)
