@@ -163,6 +163,14 @@ def test_answer_paragraph_is_a_function_of_results_json(results, page):
     assert html_module.unescape(rendered) in page.paragraphs
 
 
+def test_a_literal_asterisk_inside_an_italic_note_stays_an_asterisk(page):
+    """The SE note is italic and names the * marker: the marker must not end the emphasis."""
+    assert inline_html("*a \\* b*") == "<em>a &#42; b</em>"
+    assert inline_html("0.99 ± 8.0e-04*") == "0.99 ± 8.0e-04*"
+    note = [p for p in page.paragraphs if p.startswith("In the opening sentences")]
+    assert len(note) == 1 and "undercut. * marks an SE" in note[0] and not note[0].endswith("*")
+
+
 def test_report_opens_with_the_three_sentence_answer_then_the_benchmark(results, page, out):
     import html as html_module
 

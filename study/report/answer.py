@@ -420,7 +420,7 @@ def headline(answer: dict) -> str:
 SE_NOTE = ("In the opening sentences and the benchmark table each ± is the Monte Carlo SE of the median itself, "
            "propagated from every ratio's own error (the seed-to-seed error of σ_SVI, the reference's Monte Carlo "
            "error); in the paragraph above and the per-model table it is the typical SE of one ratio, which the "
-           "median of many ratios can only undercut. * marks an SE that leaves out a source of error (the "
+           "median of many ratios can only undercut. \\* marks an SE that leaves out a source of error (the "
            "expected-loss run's own noise, a single-seed fit's optimiser noise).")
 
 

@@ -122,8 +122,12 @@ _INLINE = [
 
 
 def inline_html(text: str) -> str:
-    """Escape, then turn the few inline Markdown forms used here into HTML."""
-    out = html.escape(str(text), quote=False)
+    """Escape, then turn the few inline Markdown forms used here into HTML.
+
+    ``\\*`` is Markdown's literal asterisk: it stays an asterisk and never opens or closes
+    emphasis (the SE marker inside an italic note).
+    """
+    out = html.escape(str(text), quote=False).replace("\\*", "&#42;")
     for pattern, replacement in _INLINE:
         out = pattern.sub(replacement, out)
     return out

@@ -96,7 +96,7 @@ def recovery_answer(study, answer: dict) -> list:
         rows=rows,
         caption="Median over parameters ± its typical SE (worst parameter ± SE in brackets). SE: seeds for σ_SVI, "
         "the Hessian draws for linear response, the reference's Monte Carlo error (ArviZ mcse of the sd) "
-        "throughout; * marks an SE that leaves out the optimiser noise of a single-seed fit (low-rank, full-rank) "
+        "throughout; \\* marks an SE that leaves out the optimiser noise of a single-seed fit (low-rank, full-rank) "
         "or the mean-field fit's error (linear response). Share of the gap closed: 1 − median |log(sd/ref)| / "
         "median |log(σ_SVI/ref)| (1: exact, 0: no better than mean-field)."
         + (" † Untrusted NUTS reference: shown, left out of the pooled medians." if left_out else ""),
