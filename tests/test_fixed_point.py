@@ -140,3 +140,31 @@ def test_residual_is_within_its_se_on_logistic_breast_cancer(logistic_meanfield)
     # Hessian-draw part 512 pairs. A Šidák bound over 31 at a 1e-3 false-alarm rate (k = 4.5).
     assert np.all(np.abs(fixed["z"]) < sidak_z(31, 1e-3, df=62)), fixed["z"]
     assert fixed["diagnosis"]["verdict"] == "fixed point"
+
+
+def test_report_shows_unmeasured_and_nonpositive_curvature_as_a_dash_without_warnings(tmp_path):
+    # A network's check measures a subset (NaN elsewhere) and can find E_q[H_ii] <= 0; the
+    # figure and table leave those out instead of taking square roots of them.
+    import warnings
+
+    from study.core.results import Fit, ModelResult
+    from study.report.topics.fixed_point import fixed_point_blocks, inverse_sqrt
+
+    expected = np.array([4.0, np.nan, -2.0, 0.0, 0.25])
+    np.testing.assert_array_equal(inverse_sqrt(expected), [0.5, np.nan, np.nan, np.nan, 2.0])
+    names = [f"w[{k}]" for k in range(5)]
+    sd = np.array([0.5, 0.3, 0.2, 0.1, 2.0])
+    r = sd**2 * expected - 1
+    fixed = {"expected_hessian": expected.tolist(), "expected_hessian_se": [0.1] * 5, "r": r.tolist(),
+             "se": [0.05] * 5, "z": (r / 0.05).tolist(), "draws": 64, "diagnosis": {"text": "a test"}}
+    fit = Fit(model="m", method="svi_meanfield", param_names=names, mean=np.zeros(5), sd=sd,
+              info={"fixed_point": fixed, "seeds": 1})
+    diag = Fit(model="m", method="laplace_diag", param_names=names, mean=np.zeros(5), sd=sd)
+    model = ModelResult(name="m", title="m", description="", param_names=names,
+                        fits={"svi_meanfield": fit, "laplace_diag": diag})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        blocks = fixed_point_blocks(model, tmp_path)
+    table = next(b for b in blocks if hasattr(b, "rows"))
+    assert [row[2] for row in table.rows] == ["0.5", "–", "–", "–", "2"]
+    assert (tmp_path / "fixed-point-m.png").exists()

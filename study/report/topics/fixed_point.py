@@ -19,6 +19,20 @@ from study.report.plotting import DETAIL_DPI, save  # noqa: E402
 from study.report.summary import SVI, usable_fit, usable_models  # noqa: E402
 
 
+def inverse_sqrt(expected) -> np.ndarray:
+    """``1/sqrt(E_q[H_ii])`` where it is positive, NaN where it is not or was not measured.
+
+    A non-convex model can have ``E_q[H_ii] <= 0`` (no fixed point for that coordinate: its
+    residual is below -1), and a large one measures a subset of coordinates (NaN elsewhere);
+    both are left out of the figure and shown as "–" in the table.
+    """
+    expected = np.asarray(expected, dtype=float)
+    out = np.full(expected.shape, np.nan)
+    positive = expected > 0
+    out[positive] = 1.0 / np.sqrt(expected[positive])
+    return out
+
+
 def overlay_fixed_point(ax, model: ModelResult, color: str = "C3", label: str = "σ vs 1/√E_q[Hᵢᵢ] (±1 SE)") -> bool:
     """Draw each parameter's mean-field σ against ``1/sqrt(E_q[H_ii])`` with 1-SE bars.
 
@@ -28,9 +42,8 @@ def overlay_fixed_point(ax, model: ModelResult, color: str = "C3", label: str = 
     fixed = fit.info.get("fixed_point", {}) if fit is not None else {}
     if "expected_hessian" not in fixed:
         return False
-    expected = np.asarray(fixed["expected_hessian"])
-    x = 1.0 / np.sqrt(expected)
-    x_err = 0.5 * x * np.asarray(fixed["expected_hessian_se"]) / expected
+    x = inverse_sqrt(fixed["expected_hessian"])
+    x_err = 0.5 * x**3 * np.asarray(fixed["expected_hessian_se"], dtype=float)  # |d E^(-1/2) / dE| = x^3 / 2
     y = np.asarray(fit.sd)
     y_err = np.asarray(fit.info["sd_se"]) if fit.info.get("sd_se") is not None else None
     ax.errorbar(x, y, xerr=x_err, yerr=y_err, fmt="o", ms=3.5, color=color, lw=0.8, label=label)
@@ -47,8 +60,7 @@ def fixed_point_figure(model: ModelResult, fig_dir: Path) -> Image | None:
     overlay_fixed_point(ax, model)
     diag = usable_fit(model, "laplace_diag")
     if diag is not None:
-        expected = np.asarray(fixed["expected_hessian"])
-        ax.plot(1.0 / np.sqrt(expected), diag.sd, "x", color="0.4", ms=4, label="1/√Hᵢᵢ at the MAP")
+        ax.plot(inverse_sqrt(fixed["expected_hessian"]), diag.sd, "x", color="0.4", ms=4, label="1/√Hᵢᵢ at the MAP")
     lo = min(ax.get_xlim()[0], ax.get_ylim()[0])
     hi = max(ax.get_xlim()[1], ax.get_ylim()[1])
     ax.plot([lo, hi], [lo, hi], color="k", lw=0.8, ls="--", label="y = x")
@@ -124,10 +136,10 @@ def fixed_point_blocks(model: ModelResult, fig_dir: Path) -> list:
         f"{fixed['draws']} antithetic draws from q; {seeds}. Diagnosis: {fixed['diagnosis']['text']}"
     ))
     sd_se = i.get("sd_se") or [None] * len(fit.sd)
-    expected = np.asarray(fixed["expected_hessian"])
+    inverse = inverse_sqrt(fixed["expected_hessian"])
     rows = [
-        [name, with_se(fit.sd[k], sd_se[k]), fmt(1.0 / np.sqrt(expected[k])), with_se(fixed["r"][k], fixed["se"][k]),
-         fmt(fixed["z"][k])]
+        [name, with_se(fit.sd[k], sd_se[k]), fmt(None if np.isnan(inverse[k]) else inverse[k]),
+         with_se(fixed["r"][k], fixed["se"][k]), fmt(fixed["z"][k])]
         for k, name in enumerate(model.param_names)
     ]
     blocks.append(Table(columns=["parameter", "σ ± SE", "1/√E_q[Hᵢᵢ]", "r ± SE", "r / SE"], rows=rows,
