@@ -11,6 +11,7 @@ network the GGN drops the second-derivative-of-the-network term and differs.
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -98,7 +99,11 @@ def _fitted_laplace(run: ModelRun, z: torch.Tensor, subset_of_weights: str, stru
     if backend is not None:
         kwargs["backend"] = backend
     la = Laplace(module, problem.likelihood, subset_of_weights=subset_of_weights, hessian_structure=structure, **kwargs)
-    la.fit(loader)
+    with warnings.catch_warnings():
+        # BackPack's full backward hooks fire on outputs of inputs that need no gradient
+        # (the data): harmless, and torch warns once per process.
+        warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+        la.fit(loader)
     return problem, index, la
 
 
