@@ -2,7 +2,7 @@
 
 import warnings
 
-# Pyro's JitTrace_ELBO and NUTS(jit_compile=True) trace with torch.jit, which torch 2.14
+# Pyro's JitTrace_ELBO and the NUTS reference's potential trace with torch.jit, which torch 2.14
 # deprecates in favour of torch.compile (which Pyro's inference does not use). The
 # warning repeats once per traced fit and says nothing about the results; everything
 # else still warns.

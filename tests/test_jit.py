@@ -2,7 +2,7 @@
 
 import torch
 
-from study.core.jit import LARGE_GRAPH, optimise_trace
+from study.core.jit import LARGE_GRAPH, checked_trace, optimise_trace
 
 
 def _chain(n_ops):
@@ -43,3 +43,31 @@ def test_the_lotka_volterra_elbo_runs_unoptimised_and_matches_the_plain_elbo():
         loss = elbo.loss_and_grads(run.spec.model, guide, **run.data)
     assert elbo.graph_nodes() > LARGE_GRAPH and not elbo.optimise_graph
     assert elbo.use_jit and torch.isfinite(torch.tensor(loss))
+
+
+def test_checked_trace_returns_a_trace_that_equals_the_function():
+    def fn(x):
+        return (torch.sin(x) * x).sum() + 0.5 * (x**2).sum()
+
+    points = [torch.zeros(4, dtype=torch.float64), torch.linspace(-1, 2, 4, dtype=torch.float64)]
+    compiled, traced, optimise = checked_trace(fn, points)
+    assert traced and optimise and compiled is not fn
+    z = torch.tensor([0.3, -0.7, 1.1, 2.0], dtype=torch.float64, requires_grad=True)
+    (g_traced,) = torch.autograd.grad(compiled(z), z)
+    (g_eager,) = torch.autograd.grad(fn(z), z)
+    torch.testing.assert_close(g_traced, g_eager, rtol=1e-12, atol=1e-12)
+
+
+def test_checked_trace_falls_back_on_value_dependent_control_flow_and_untraceable_code():
+    def branching(x):  # the trace keeps the branch taken at the first point
+        return (x**2).sum() if float(x.sum()) > 0 else x.sum()
+
+    points = [torch.ones(3, dtype=torch.float64), -torch.ones(3, dtype=torch.float64)]
+    compiled, traced, _ = checked_trace(branching, points)
+    assert compiled is branching and not traced
+
+    def untraceable(x):
+        raise RuntimeError("cannot trace")
+
+    compiled, traced, optimise = checked_trace(untraceable, points)
+    assert compiled is untraceable and not traced and optimise

@@ -24,6 +24,7 @@ def nuts_on_a_gaussian():
 
 def test_nuts_matches_the_analytic_posterior_within_its_mcse(nuts_on_a_gaussian):
     run, fit = nuts_on_a_gaussian
+    assert fit.info["jit"]  # the potential ran as its checked trace
     exact = run.spec.exact_posterior(run.data)
     exact_mean = exact.mean.numpy()
     exact_sd = exact.covariance.diagonal().sqrt().numpy()

@@ -1,7 +1,7 @@
 """TorchScript traces that are too large for the graph executor's optimisation passes.
 
-The study traces its loss (``JitTrace_ELBO``) and NUTS's potential (``jit_compile``).
-On a traced graph of many thousands of nodes (an ODE solved by a few hundred Runge-Kutta
+The study traces its loss (``JitTrace_ELBO``) and NUTS's potential (``checked_trace``:
+Pyro's ``NUTS(jit_compile=True)`` traces only a ``model``, never a ``potential_fn``). On a traced graph of many thousands of nodes (an ODE solved by a few hundred Runge-Kutta
 steps) TorchScript's graph-executor optimisation passes took minutes before the first
 optimised call: the Lotka-Volterra model's 14,500-node ELBO had not finished one after
 10 minutes. Without those passes the trace still runs faster than eager code (68 ms
@@ -14,7 +14,9 @@ network) the two were within the machine's noise (about 15%); hence 2,000.
 
 from __future__ import annotations
 
-from typing import Callable
+import math
+import warnings
+from typing import Callable, Sequence
 
 import torch
 
@@ -28,8 +30,6 @@ def graph_nodes(traced) -> int:
 
 def optimise_trace(fn: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor) -> bool:
     """Whether ``fn``'s trace at ``example`` is small enough for the optimisation passes."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -37,3 +37,44 @@ def optimise_trace(fn: Callable[[torch.Tensor], torch.Tensor], example: torch.Te
         except Exception:  # not traceable: the caller's own fallback decides
             return True
     return graph_nodes(traced) <= LARGE_GRAPH
+
+
+def _value_and_grad(fn, z: torch.Tensor) -> tuple[float, torch.Tensor]:
+    z = z.detach().clone().requires_grad_(True)
+    value = fn(z)
+    (grad,) = torch.autograd.grad(value, z)
+    return float(value.detach()), grad
+
+
+def checked_trace(fn: Callable[[torch.Tensor], torch.Tensor], points: Sequence[torch.Tensor],
+                  rel_tol: float = 1e-9) -> tuple[Callable[[torch.Tensor], torch.Tensor], bool, bool]:
+    """``fn`` (a scalar function of one vector) traced at ``points[0]``, where the trace proves itself.
+
+    Returns ``(function, traced, optimise)``: the trace when tracing succeeds and its value
+    and gradient equal ``fn``'s at every point to ``rel_tol`` (value-dependent Python
+    control flow in ``fn`` shows up as a mismatch at some point, or as a failure to trace),
+    else ``fn`` itself; ``optimise`` says whether the trace is small enough for the graph
+    executor's optimisation passes (run it under ``torch.jit.optimized_execution(optimise)``).
+    A trace runs the same operations as ``fn``: on the study's models its gradient equals the
+    eager one to 1e-13 or better, at about a third of the cost (1.6 ms against 0.6 ms per
+    gradient of the 31-weight logistic regression's log joint).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            traced = torch.jit.trace(fn, (points[0].detach(),), check_trace=False)
+        except Exception:  # value-dependent control flow, an untraceable operation: stay eager
+            return fn, False, True
+    optimise = graph_nodes(traced) <= LARGE_GRAPH
+    try:
+        with torch.jit.optimized_execution(optimise):
+            for z in points:
+                value, grad = _value_and_grad(fn, z)
+                traced_value, traced_grad = _value_and_grad(traced, z)
+                scale = max(1.0, float(grad.abs().max()))
+                if not (math.isclose(value, traced_value, rel_tol=rel_tol, abs_tol=rel_tol)
+                        and float((grad - traced_grad).abs().max()) <= rel_tol * scale):
+                    return fn, False, True
+    except Exception:
+        return fn, False, True
+    return traced, True, optimise

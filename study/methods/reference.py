@@ -26,7 +26,7 @@ from pyro.infer import MCMC, NUTS
 from models._posteriordb import has_reference_summary, load_reference_summary
 from study.core.context import ModelRun
 from study.core.draws import gaussian_draws
-from study.core.jit import optimise_trace
+from study.core.jit import checked_trace
 from study.methods.laplace import MapNotFound, NotPositiveDefinite, laplace_covariance, map_and_hessian
 from study.core.results import Fit
 
@@ -146,21 +146,27 @@ def fit_nuts(run: ModelRun) -> Fit:
         centre, scale = joint.init_z.clone(), torch.eye(joint.dim, dtype=joint.dtype)
         preconditioned = "none"
 
+    def potential_u(u):
+        return -joint.log_joint(centre + scale @ u)
+
+    starts = []
+    for chain in range(s.nuts_chains):
+        generator = torch.Generator().manual_seed(run.seed(f"reference/nuts/chain{chain}"))
+        starts.append(0.5 * torch.randn(joint.dim, generator=generator, dtype=joint.dtype))
+    # The potential traced once and checked against itself at every chain's start and at the
+    # mode (study.core.jit.checked_trace); traces too large for TorchScript's optimisation
+    # passes run without them.
+    compiled, traced, optimise = checked_trace(
+        potential_u, [torch.zeros(joint.dim, dtype=joint.dtype)] + starts
+    )
+
     def potential(params):
-        return -joint.log_joint(centre + scale @ params["u"])
+        return compiled(params["u"])
 
     chains, divergences, step_sizes = [], [], []
-    # Traces too large for TorchScript's optimisation passes run without them (study.core.jit).
-    optimise = optimise_trace(lambda u: potential({"u": u}), torch.zeros(joint.dim, dtype=joint.dtype))
-    for chain in range(s.nuts_chains):
-        seed = run.seed(f"reference/nuts/chain{chain}")
-        pyro.set_rng_seed(seed)
-        generator = torch.Generator().manual_seed(seed)
-        u0 = 0.5 * torch.randn(joint.dim, generator=generator, dtype=joint.dtype)
-        kernel = NUTS(
-            potential_fn=potential, full_mass=False, jit_compile=True, ignore_jit_warnings=True,
-            max_tree_depth=run.spec.nuts_max_tree_depth,
-        )
+    for chain, u0 in enumerate(starts):
+        pyro.set_rng_seed(run.seed(f"reference/nuts/chain{chain}"))
+        kernel = NUTS(potential_fn=potential, full_mass=False, max_tree_depth=run.spec.nuts_max_tree_depth)
         mcmc = MCMC(
             kernel, num_samples=s.nuts_draws, warmup_steps=s.nuts_warmup, initial_params={"u": u0},
             disable_progbar=not run.progress,
@@ -183,6 +189,7 @@ def fit_nuts(run: ModelRun) -> Fit:
         "step_size": step_sizes,
         "preconditioner": preconditioned,
         "max_tree_depth": run.spec.nuts_max_tree_depth,
+        "jit": traced,
         "sd_se": sd_mcse(draws),
     }
     info.update(_diagnostics(draws, joint.param_names))
