@@ -61,10 +61,20 @@ def test_shipped_summary_is_the_summary_of_the_gold_draws(name):
     fresh = summarise(spec)
     assert shipped.param_names == fresh["param_names"]
     assert (shipped.n_draws, shipped.n_chains) == (fresh["n_draws"], fresh["n_chains"])
-    # Same computation on the same draws: equal up to JSON's float round trip.
-    for key in ("mean", "sd", "mcse_mean", "mcse_sd"):
-        np.testing.assert_allclose(getattr(shipped, key), fresh[key], rtol=1e-12, atol=1e-14, err_msg=key)
-    np.testing.assert_array_equal(shipped.thinned, fresh["thinned"])
+    # Same computation on the same draws. On the machine that wrote the summaries it is equal
+    # to the bit; on a CPU whose kernels round differently the unconstraining transforms differ
+    # by an ulp, and gp_pois_regr's ill-conditioned kernel solve amplifies that (measured on an
+    # AVX-512 machine: its draws 2.3e-6 sd apart, means and sds 2e-7 of their Monte Carlo SE
+    # apart, the MCSEs 6e-9 relative; every other posterior within 1e-15 relative). The bounds
+    # sit about 50x above that (1e-5 MCSE for means and sds, 1e-4 sd for the draws), far
+    # below any Monte Carlo difference: a different draw, element or transform fails them.
+    for key, se in (("mean", shipped.mcse_mean), ("sd", shipped.mcse_sd)):
+        np.testing.assert_array_less(np.abs(getattr(shipped, key) - np.asarray(fresh[key])), 1e-5 * se,
+                                     err_msg=key)
+    for key in ("mcse_mean", "mcse_sd"):
+        np.testing.assert_allclose(getattr(shipped, key), fresh[key], rtol=1e-7, err_msg=key)
+    gap = np.abs(shipped.thinned - fresh["thinned"])
+    np.testing.assert_array_less(gap, np.broadcast_to(1e-4 * shipped.sd, gap.shape), err_msg="thinned")
 
 
 @needs_posteriordb
