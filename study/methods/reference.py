@@ -149,10 +149,9 @@ def fit_nuts(run: ModelRun) -> Fit:
     def potential_u(u):
         return -joint.log_joint(centre + scale @ u)
 
-    starts = []
-    for chain in range(s.nuts_chains):
-        generator = torch.Generator().manual_seed(run.seed(f"reference/nuts/chain{chain}"))
-        starts.append(0.5 * torch.randn(joint.dim, generator=generator, dtype=joint.dtype))
+    seeds = [run.seed(f"reference/nuts/chain{chain}") for chain in range(s.nuts_chains)]
+    starts = [0.5 * torch.randn(joint.dim, generator=torch.Generator().manual_seed(seed), dtype=joint.dtype)
+              for seed in seeds]
     # The potential traced once and checked against itself at every chain's start and at the
     # mode (study.core.jit.checked_trace); traces too large for TorchScript's optimisation
     # passes run without them.
@@ -164,8 +163,8 @@ def fit_nuts(run: ModelRun) -> Fit:
         return compiled(params["u"])
 
     chains, divergences, step_sizes = [], [], []
-    for chain, u0 in enumerate(starts):
-        pyro.set_rng_seed(run.seed(f"reference/nuts/chain{chain}"))
+    for seed, u0 in zip(seeds, starts):
+        pyro.set_rng_seed(seed)
         kernel = NUTS(potential_fn=potential, full_mass=False, max_tree_depth=run.spec.nuts_max_tree_depth)
         mcmc = MCMC(
             kernel, num_samples=s.nuts_draws, warmup_steps=s.nuts_warmup, initial_params={"u": u0},
