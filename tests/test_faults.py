@@ -291,3 +291,52 @@ def test_a_linear_response_without_a_strict_maximum_is_skipped_alike_cold_and_wa
     assert [f.info.get("cache") for f in fits[1:]] == ["stored", "reused"]
     # The same fit: no bookkeeping (peak memory) that only the path that ran it would add.
     assert all({k: v for k, v in f.info.items() if k != "cache"} == {} for f in fits)
+
+
+def test_fit_workers_draw_their_models_sections_and_the_report_draws_none_again(tmp_path, monkeypatch):
+    # With workers, each model's report section is drawn by the worker that fitted it as soon
+    # as its fits end (runner.draw_section); the report then reads those entries as a warm run
+    # would: no second pool, and the same report and figure files as a serial run's.
+    from study.report import build as build_module
+    from study.report.summary import study_answer
+    from study.report.write import write_all
+    from study.run import runner
+
+    methods = ["laplace_full", "laplace_diag", "svi_meanfield"]
+    names = ["seed_linear", "linear_correlated"]
+    study = runner.run_study(names, methods, FAST, workers=2, progress=False, fig_dir=tmp_path / "two" / "figures")
+    assert study.drawn
+    write_all(replace(study, drawn={}), tmp_path / "serial")  # the same fits, every section drawn here
+    answer = study_answer(study)
+    for model in study.models:
+        cache = build_module.FigureCache(tmp_path / "two" / "figures")
+        assert set(build_module.model_keys(model, answer["models"][model.name], cache)) <= set(study.drawn)
+
+    def no_prefill(*args, **kwargs):
+        raise AssertionError("the report drew a section again")
+
+    drawn = []
+    original = build_module.model_artifacts
+    monkeypatch.setattr(build_module, "model_artifacts", lambda *a, **k: drawn.append(a) or original(*a, **k))
+    write_all(study, tmp_path / "two", workers=2)
+    assert drawn == []
+    for name in ("report.md", "report.html"):
+        assert (tmp_path / "two" / name).read_text() == (tmp_path / "serial" / name).read_text()
+    files = sorted(p.relative_to(tmp_path / "serial") for p in (tmp_path / "serial" / "figures").rglob("*.png"))
+    assert files == sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two" / "figures").rglob("*.png"))
+    for path in files:
+        assert (tmp_path / "two" / path).read_bytes() == (tmp_path / "serial" / path).read_bytes(), path
+
+
+def test_a_section_that_fails_to_draw_in_its_worker_costs_only_the_drawing(tmp_path, monkeypatch, capsys):
+    from study.run import runner
+
+    model = runner.run_model("seed_linear", ["laplace_diag"], FAST, progress=False)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no canvas")
+
+    import study.report.build as build_module
+    monkeypatch.setattr(build_module, "model_artifacts", broken)
+    assert runner.draw_section(model, tmp_path) == {}
+    assert "seed_linear: report section not drawn in its worker: RuntimeError: no canvas" in capsys.readouterr().err

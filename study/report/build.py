@@ -324,14 +324,17 @@ def model_keys(model: ModelResult, answer_for_model: dict, cache: FigureCache) -
     return [_model_key(name, model, answer_for_model, cache) for name in names]
 
 
-def model_artifacts(model: ModelResult, answer_for_model: dict, fig_dir: Path) -> dict:
+def model_artifacts(model: ModelResult, answer_for_model: dict, fig_dir: Path, reuse: bool = False) -> dict:
     """Draw one model's figures, analysis blocks and az.summary tables; their cache entries.
 
-    Runs in a worker process (``prefill``): the files land in ``fig_dir`` and the entries
-    go back to the parent's cache, where ``make_all`` and ``build`` read them as a warm run would.
+    Runs in a worker process (``prefill``, or the fit worker: ``study.run.runner.draw_section``):
+    the files land in ``fig_dir`` and the entries go back to the parent's cache, where
+    ``make_all`` and ``build`` read them as a warm run would. ``reuse`` reads back what the
+    folder's cache already holds for this model instead of drawing it again.
     """
     cache = FigureCache(fig_dir)
-    cache.stored = {}
+    if not reuse:
+        cache.stored = {}
     cached_model_figures(model, answer_for_model, fig_dir, cache, MODEL_FIGURES)
     detail_model_blocks(model, fig_dir, cache, answer_for_model)
     cached_summary_tables(model, answer_for_model, cache)

@@ -124,6 +124,7 @@ def write_all(study: StudyResult, out_dir: Path, workers: int = 1) -> dict[str, 
     write_text(out_dir / "results.json", json.dumps(results_document(study, answer), indent=1) + "\n")
     write_idata(study, out_dir)
     cache = FigureCache(out_dir / "figures")
+    cache.stored.update(study.drawn)  # sections the fit workers drew as their models finished
     prefill(study, answer, out_dir / "figures", cache, workers)
     model_figures, answer_figures = make_all(study, answer, out_dir / "figures", cache=cache)
     markdown, page = render(study, answer, out_dir, model_figures, answer_figures, cache=cache)
