@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
         else:
             study = run_study(sources, methods, settings, workers=args.workers, progress=not args.no_progress,
-                              command=command.strip(), cache_dir=cache_dir, fig_dir=args.out / "figures")
+                              command=command.strip(), cache_dir=cache_dir, report_dir=args.out)
         paths = write_all(study, args.out, workers=1 if args.scheduler else args.workers)
     except KeyboardInterrupt:
         kept = "; finished fits are in the cache, the same command resumes" if cache_dir else ""

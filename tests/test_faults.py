@@ -304,9 +304,10 @@ def test_fit_workers_draw_their_models_sections_and_the_report_draws_none_again(
 
     methods = ["laplace_full", "laplace_diag", "svi_meanfield"]
     names = ["seed_linear", "linear_correlated"]
-    study = runner.run_study(names, methods, FAST, workers=2, progress=False, fig_dir=tmp_path / "two" / "figures")
-    assert study.drawn
-    write_all(replace(study, drawn={}), tmp_path / "serial")  # the same fits, every section drawn here
+    study = runner.run_study(names, methods, FAST, workers=2, progress=False, report_dir=tmp_path / "two")
+    assert study.drawn and study.drawn_idata
+    # The same fits, every section drawn and every ArviZ file written here.
+    write_all(replace(study, drawn={}, drawn_idata={}), tmp_path / "serial")
     answer = study_answer(study)
     for model in study.models:
         cache = build_module.FigureCache(tmp_path / "two" / "figures")
@@ -315,17 +316,26 @@ def test_fit_workers_draw_their_models_sections_and_the_report_draws_none_again(
     def no_prefill(*args, **kwargs):
         raise AssertionError("the report drew a section again")
 
-    drawn = []
+    from study.report import write as write_module
+
+    drawn, written = [], []
     original = build_module.model_artifacts
     monkeypatch.setattr(build_module, "model_artifacts", lambda *a, **k: drawn.append(a) or original(*a, **k))
+    original_nc = write_module.to_inference_data
+    monkeypatch.setattr(write_module, "to_inference_data", lambda *a: written.append(a) or original_nc(*a))
     write_all(study, tmp_path / "two", workers=2)
-    assert drawn == []
+    assert drawn == [] and written == []
     for name in ("report.md", "report.html"):
         assert (tmp_path / "two" / name).read_text() == (tmp_path / "serial" / name).read_text()
     files = sorted(p.relative_to(tmp_path / "serial") for p in (tmp_path / "serial" / "figures").rglob("*.png"))
     assert files == sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two" / "figures").rglob("*.png"))
     for path in files:
         assert (tmp_path / "two" / path).read_bytes() == (tmp_path / "serial" / path).read_bytes(), path
+    files = sorted(p.relative_to(tmp_path / "serial") for p in (tmp_path / "serial" / "idata").rglob("*"))
+    assert files == sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two" / "idata").rglob("*"))
+    for path in files:
+        if (tmp_path / "serial" / path).is_file():
+            assert (tmp_path / "two" / path).read_bytes() == (tmp_path / "serial" / path).read_bytes(), path
 
 
 def test_a_section_that_fails_to_draw_in_its_worker_costs_only_the_drawing(tmp_path, monkeypatch, capsys):
@@ -338,5 +348,5 @@ def test_a_section_that_fails_to_draw_in_its_worker_costs_only_the_drawing(tmp_p
 
     import study.report.build as build_module
     monkeypatch.setattr(build_module, "model_artifacts", broken)
-    assert runner.draw_section(model, tmp_path) == {}
+    assert runner.draw_section(model, tmp_path) == ({}, {})
     assert "seed_linear: report section not drawn in its worker: RuntimeError: no canvas" in capsys.readouterr().err

@@ -102,8 +102,10 @@ class StudyResult:
     wall_seconds: float
     versions: dict[str, str] = field(default_factory=dict)
     command: str = ""
-    # Figure-cache entries of the report sections the fit workers drew (``study.run.runner.draw_section``).
+    # Figure-cache entries of the report sections the fit workers drew, and the ArviZ files they
+    # wrote (``study.run.runner.draw_section``).
     drawn: dict = field(default_factory=dict)
+    drawn_idata: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -84,7 +84,8 @@ def write_idata(study: StudyResult, out_dir: Path) -> list[Path]:
     A file is the same bytes for the same draws (``to_inference_data``), so a warm run
     leaves one alone when ``idata/.idata-cache.json`` says it was written from the same
     draws by the same report code (``study.report.figure_cache.fit_inputs``) and it is
-    still there.
+    still there; ``study.drawn_idata`` holds the files the fit workers wrote
+    (``study.run.runner.draw_section``).
     """
     folder = Path(out_dir) / "idata"
     try:
@@ -92,24 +93,38 @@ def write_idata(study: StudyResult, out_dir: Path) -> list[Path]:
         stored = stored if isinstance(stored, dict) else {}
     except (OSError, ValueError):
         stored = {}
+    stored.update(study.drawn_idata)
     code = report_code_hash()
     written: dict[str, str] = {}
     paths = []
     for model in study.models:
-        for fit in model.fits.values():
-            if not fit.ok or fit.draws is None:
-                continue
-            path = inside(out_dir, "idata", model.name, f"{fit.method}.nc")
-            name = path.relative_to(folder).as_posix()
-            key = hashlib.sha256(f"{fit_inputs(model, fit)}\0{code}".encode()).hexdigest()
-            if stored.get(name) != key or not path.is_file():
-                with atomic_path(path) as tmp:
-                    to_inference_data(model, fit).to_netcdf(str(tmp))
-            written[name] = key
-            paths.append(path)
+        model_written, model_paths = write_model_idata(model, out_dir, stored, code)
+        written.update(model_written)
+        paths.extend(model_paths)
     if paths:
         write_text(folder / IDATA_MANIFEST, json.dumps(written, indent=0, sort_keys=True) + "\n")
     return paths
+
+
+def write_model_idata(model, out_dir: Path, stored: dict, code: str | None = None) -> tuple[dict, list[Path]]:
+    """One model's ArviZ files (``write_idata``): written unless ``stored`` names them with the
+    same key and they exist. Returns the manifest entries ``{name: key}`` and the paths."""
+    folder = Path(out_dir) / "idata"
+    code = report_code_hash() if code is None else code
+    written: dict[str, str] = {}
+    paths = []
+    for fit in model.fits.values():
+        if not fit.ok or fit.draws is None:
+            continue
+        path = inside(out_dir, "idata", model.name, f"{fit.method}.nc")
+        name = path.relative_to(folder).as_posix()
+        key = hashlib.sha256(f"{fit_inputs(model, fit)}\0{code}".encode()).hexdigest()
+        if stored.get(name) != key or not path.is_file():
+            with atomic_path(path) as tmp:
+                to_inference_data(model, fit).to_netcdf(str(tmp))
+        written[name] = key
+        paths.append(path)
+    return written, paths
 
 
 def write_all(study: StudyResult, out_dir: Path, workers: int = 1) -> dict[str, Path]:

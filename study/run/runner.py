@@ -338,42 +338,54 @@ def _watch_parent(parent: int) -> None:
 
 
 def _worker(source: str, methods: list[str], settings: Settings, progress: bool,
-            cache_dir: Path | None = None, fig_dir: Path | None = None) -> tuple[ModelResult, dict]:
-    """One model's fits and, with ``fig_dir``, its report section drawn there (``draw_section``)."""
+            cache_dir: Path | None = None, report_dir: Path | None = None) -> tuple[ModelResult, dict, dict]:
+    """One model's fits and, with ``report_dir``, its report section and ArviZ files (``draw_section``)."""
     model = run_model(source, methods, settings, progress, cache_dir)
-    return model, ({} if fig_dir is None else draw_section(model, fig_dir))
+    return (model, *(({}, {}) if report_dir is None else draw_section(model, report_dir)))
 
 
-def draw_section(model: ModelResult, fig_dir: Path) -> dict:
-    """The model's figures, analysis blocks and az.summary tables drawn into ``fig_dir`` now,
-    in the worker that fitted it; their figure-cache entries (``study.report.build.model_artifacts``).
+def draw_section(model: ModelResult, report_dir: Path) -> tuple[dict, dict]:
+    """The model's figures, analysis blocks and az.summary tables drawn into ``report_dir/figures``
+    now, and its ArviZ files written to ``report_dir/idata``, in the worker that fitted it;
+    their figure-cache and ArviZ-manifest entries (``study.report.build.model_artifacts``,
+    ``study.report.write.write_model_idata``).
 
     A model's section depends on that model alone, so it is drawn while the other workers
     still fit, in a process that has torch, Pyro and the model loaded, instead of in a second
-    pool after the last fit (starting one cost 6.5-7.9 s of imports here). The report then
-    reads the entries as a warm run reads its cache: the same files and bytes. A drawing that
-    fails costs nothing: the report draws that model again.
+    pool after the last fit (starting one cost 6.5-7.9 s of imports here) and in the main
+    process (the ArviZ files). The report then reads the entries as a warm run reads its
+    cache: the same files and bytes. A drawing that fails costs nothing: the report draws
+    that model again.
     """
     if model.status != OK:
-        return {}
+        return {}, {}
     try:
+        import json
+
         from study.report.build import model_artifacts
         from study.report.summary import model_answer
+        from study.report.write import IDATA_MANIFEST, write_model_idata
 
-        return model_artifacts(model, model_answer(model), Path(fig_dir), reuse=True)
+        try:
+            stored = json.loads((Path(report_dir) / "idata" / IDATA_MANIFEST).read_text())
+            stored = stored if isinstance(stored, dict) else {}
+        except (OSError, ValueError):
+            stored = {}
+        idata, _ = write_model_idata(model, Path(report_dir), stored)
+        return model_artifacts(model, model_answer(model), Path(report_dir) / "figures", reuse=True), idata
     except Exception as error:  # the fits are safe; write_all draws the section itself
         print(f"{model.name}: report section not drawn in its worker: {one_line(error)}", file=sys.stderr)
-        return {}
+        return {}, {}
 
 
-def _collect(future, source: str) -> tuple[ModelResult, dict]:
+def _collect(future, source: str) -> tuple[ModelResult, dict, dict]:
     """A worker's result; a worker that died (e.g. killed for memory) fails its model alone."""
     try:
         return future.result()
     except Exception as error:
         name = _source_name(source)
         return ModelResult(name=name, title=name, description="", param_names=[], fits={},
-                           status=FAILED, reason=f"worker process failed: {one_line(error)}"), {}
+                           status=FAILED, reason=f"worker process failed: {one_line(error)}"), {}, {}
 
 
 def versions() -> dict[str, str]:
@@ -418,13 +430,14 @@ def run_study(
     progress: bool = True,
     command: str = "",
     cache_dir: Path | None = None,
-    fig_dir: Path | None = None,
+    report_dir: Path | None = None,
 ) -> StudyResult:
     """Run ``methods`` on every model in ``sources`` (built-in names or file paths).
 
-    ``cache_dir``: the fit cache folder (see ``run_model``), or None. ``fig_dir``: the
-    report's figure folder; with workers, each draws its model's section there as soon as
-    its fits end (``draw_section``), and ``StudyResult.drawn`` holds the cache entries.
+    ``cache_dir``: the fit cache folder (see ``run_model``), or None. ``report_dir``: the
+    output folder; with workers, each draws its model's report section and writes its ArviZ
+    files there as soon as its fits end (``draw_section``), and ``StudyResult.drawn`` and
+    ``drawn_idata`` hold their entries.
     """
     start = time.perf_counter()
     methods = [m for m in METHODS if m in methods]
@@ -437,15 +450,17 @@ def run_study(
                 models[i] = run_model(source, methods, settings, progress, cache_dir, cache_only=True)
     todo = [i for i, model in enumerate(models) if model is None]
     drawn: dict = {}
+    drawn_idata: dict = {}
     if workers > 1 and len(todo) > 1:
         pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=get_context("spawn"),
                                    initializer=_watch_parent, initargs=(os.getpid(),))
         try:
-            futures = {i: pool.submit(_worker, sources[i], methods, settings, progress, cache_dir, fig_dir)
+            futures = {i: pool.submit(_worker, sources[i], methods, settings, progress, cache_dir, report_dir)
                        for i in todo}
             for i in todo:
-                models[i], entries = _collect(futures[i], sources[i])
+                models[i], entries, idata = _collect(futures[i], sources[i])
                 drawn.update(entries)
+                drawn_idata.update(idata)
         except BaseException:
             # Ctrl-C or a kill: stop the workers now rather than after their models.
             # Finished fits are already in the cache; a worker stopped mid-write leaves
@@ -471,4 +486,5 @@ def run_study(
         versions=versions(),
         command=command,
         drawn=drawn,
+        drawn_idata=drawn_idata,
     )
