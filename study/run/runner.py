@@ -371,8 +371,13 @@ def draw_section(model: ModelResult, report_dir: Path) -> tuple[dict, dict]:
             stored = stored if isinstance(stored, dict) else {}
         except (OSError, ValueError):
             stored = {}
-        idata, _ = write_model_idata(model, Path(report_dir), stored)
-        return model_artifacts(model, model_answer(model), Path(report_dir) / "figures", reuse=True), idata
+        # One core per worker, as for the fits (torch.set_num_threads(1)): the other workers
+        # are still fitting, and NumPy's BLAS would otherwise start a thread per core.
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1):
+            idata, _ = write_model_idata(model, Path(report_dir), stored)
+            return model_artifacts(model, model_answer(model), Path(report_dir) / "figures", reuse=True), idata
     except Exception as error:  # the fits are safe; write_all draws the section itself
         print(f"{model.name}: report section not drawn in its worker: {one_line(error)}", file=sys.stderr)
         return {}, {}
