@@ -61,7 +61,7 @@ def _forest_panel(ax, names: list[str], methods: list[str], intervals: list[np.n
     Laid out as ``az.plot_forest(combined=True, quartiles=True)`` lays it out: the HDI as a
     thin line, the interquartile range twice as thick, the median an open circle, method
     ``i`` in colour ``Ci``, alternate parameters on a grey band, no y ticks or side spines.
-    ArviZ builds an xarray selection per (parameter, method) row (9 s for the 31 x 12 rows
+    ArviZ builds an xarray selection per (parameter, method) row (6.4 s for the 31 x 12 rows
     of ``logistic_breast_cancer``); these are the same numbers drawn with one call per method.
     """
     rows = len(methods)
@@ -70,7 +70,7 @@ def _forest_panel(ax, names: list[str], methods: list[str], intervals: list[np.n
     # Top parameter at the top; within a parameter the methods top-down in the legend's order.
     tops = (len(names) - 1 - np.arange(len(names))) * height
     centres = tops + (rows - 1) * row_gap / 2 + band_gap / 2
-    for i, (method, values) in enumerate(zip(methods, intervals)):
+    for i, values in enumerate(intervals):
         y = tops + (rows - 1 - i) * row_gap + band_gap / 2
         colour = f"C{i}"
         ax.hlines(y, values[:, 0], values[:, 4], linewidth=linewidth, color=colour)
