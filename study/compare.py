@@ -22,6 +22,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import warnings
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m study.compare " + " ".join(shlex.quote(a) for a in argv)
     start = time.perf_counter()
     from study.core.files import remove_stale_temporaries
-    from study.report.write import write_all
+    from study.report.write import draw_model_section, write_all
 
     remove_stale_temporaries(args.out)  # left by a run that was killed while writing
     cache_dir = None if args.no_cache else args.out / "cache"
@@ -229,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
         else:
             study = run_study(sources, methods, settings, workers=args.workers, progress=not args.no_progress,
-                              command=command.strip(), cache_dir=cache_dir, report_dir=args.out)
+                              command=command.strip(), cache_dir=cache_dir,
+                              after_model=functools.partial(draw_model_section, report_dir=args.out))
         paths = write_all(study, args.out, workers=1 if args.scheduler else args.workers)
     except KeyboardInterrupt:
         kept = "; finished fits are in the cache, the same command resumes" if cache_dir else ""

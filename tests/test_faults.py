@@ -5,6 +5,7 @@ import json
 import math
 import re
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -295,16 +296,17 @@ def test_a_linear_response_without_a_strict_maximum_is_skipped_alike_cold_and_wa
 
 def test_fit_workers_draw_their_models_sections_and_the_report_draws_none_again(tmp_path, monkeypatch):
     # With workers, each model's report section is drawn by the worker that fitted it as soon
-    # as its fits end (runner.draw_section); the report then reads those entries as a warm run
+    # as its fits end (runner.run_after with write.draw_model_section); the report then reads those entries as a warm run
     # would: no second pool, and the same report and figure files as a serial run's.
     from study.report import build as build_module
     from study.report.summary import study_answer
-    from study.report.write import write_all
+    from study.report.write import draw_model_section, write_all
     from study.run import runner
 
     methods = ["laplace_full", "laplace_diag", "svi_meanfield"]
     names = ["seed_linear", "linear_correlated"]
-    study = runner.run_study(names, methods, FAST, workers=2, progress=False, report_dir=tmp_path / "two")
+    study = runner.run_study(names, methods, FAST, workers=2, progress=False,
+                             after_model=partial(draw_model_section, report_dir=tmp_path / "two"))
     assert study.drawn and study.drawn_idata
     # The same fits, every section drawn and every ArviZ file written here.
     write_all(replace(study, drawn={}, drawn_idata={}), tmp_path / "serial")
@@ -339,6 +341,7 @@ def test_fit_workers_draw_their_models_sections_and_the_report_draws_none_again(
 
 
 def test_a_section_that_fails_to_draw_in_its_worker_costs_only_the_drawing(tmp_path, monkeypatch, capsys):
+    from study.report.write import draw_model_section
     from study.run import runner
 
     model = runner.run_model("seed_linear", ["laplace_diag"], FAST, progress=False)
@@ -348,5 +351,5 @@ def test_a_section_that_fails_to_draw_in_its_worker_costs_only_the_drawing(tmp_p
 
     import study.report.build as build_module
     monkeypatch.setattr(build_module, "model_artifacts", broken)
-    assert runner.draw_section(model, tmp_path) == ({}, {})
+    assert runner.run_after(model, partial(draw_model_section, report_dir=tmp_path)) == ({}, {})
     assert "seed_linear: report section not drawn in its worker: RuntimeError: no canvas" in capsys.readouterr().err

@@ -103,7 +103,7 @@ class StudyResult:
     versions: dict[str, str] = field(default_factory=dict)
     command: str = ""
     # Figure-cache entries of the report sections the fit workers drew, and the ArviZ files they
-    # wrote (``study.run.runner.draw_section``).
+    # wrote (``study.report.write.draw_model_section``).
     drawn: dict = field(default_factory=dict)
     drawn_idata: dict = field(default_factory=dict)
 

@@ -327,7 +327,7 @@ def model_keys(model: ModelResult, answer_for_model: dict, cache: FigureCache) -
 def model_artifacts(model: ModelResult, answer_for_model: dict, fig_dir: Path, reuse: bool = False) -> dict:
     """Draw one model's figures, analysis blocks and az.summary tables; their cache entries.
 
-    Runs in a worker process (``prefill``, or the fit worker: ``study.run.runner.draw_section``):
+    Runs in a worker process (``prefill``, or the fit worker: ``study.report.write.draw_model_section``):
     the files land in ``fig_dir`` and the entries go back to the parent's cache, where
     ``make_all`` and ``build`` read them as a warm run would. ``reuse`` reads back what the
     folder's cache already holds for this model instead of drawing it again.

@@ -85,7 +85,7 @@ def write_idata(study: StudyResult, out_dir: Path) -> list[Path]:
     leaves one alone when ``idata/.idata-cache.json`` says it was written from the same
     draws by the same report code (``study.report.figure_cache.fit_inputs``) and it is
     still there; ``study.drawn_idata`` holds the files the fit workers wrote
-    (``study.run.runner.draw_section``).
+    (``draw_model_section``).
     """
     folder = Path(out_dir) / "idata"
     try:
@@ -93,7 +93,7 @@ def write_idata(study: StudyResult, out_dir: Path) -> list[Path]:
         stored = stored if isinstance(stored, dict) else {}
     except (OSError, ValueError):
         stored = {}
-    stored.update(study.drawn_idata)
+    stored.update(getattr(study, "drawn_idata", {}))
     code = report_code_hash()
     written: dict[str, str] = {}
     paths = []
@@ -127,6 +127,34 @@ def write_model_idata(model, out_dir: Path, stored: dict, code: str | None = Non
     return written, paths
 
 
+def draw_model_section(model, report_dir: Path) -> tuple[dict, dict]:
+    """The model's figures, analysis blocks and az.summary tables drawn into ``report_dir/figures``
+    and its ArviZ files written to ``report_dir/idata`` now; their figure-cache and
+    ArviZ-manifest entries (``study.report.build.model_artifacts``, ``write_model_idata``).
+
+    Run in the fit worker that fitted the model (``study.run.runner.run_after``): a model's
+    section depends on that model alone, so it is drawn while the other workers still fit,
+    in a process that has the libraries loaded, instead of in a second pool after the last
+    fit (starting one cost 6.5-7.9 s of imports here) and in the main process (the ArviZ
+    files). ``write_all`` then reads the entries as a warm run reads its cache: the same
+    files and bytes. NumPy's BLAS is held to one thread, one core per worker as for the fits.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from study.report import build
+    from study.report.summary import model_answer
+
+    report_dir = Path(report_dir)
+    try:
+        stored = json.loads((report_dir / "idata" / IDATA_MANIFEST).read_text())
+        stored = stored if isinstance(stored, dict) else {}
+    except (OSError, ValueError):
+        stored = {}
+    with threadpool_limits(limits=1):
+        idata, _ = write_model_idata(model, report_dir, stored)
+        return build.model_artifacts(model, model_answer(model), report_dir / "figures", reuse=True), idata
+
+
 def write_all(study: StudyResult, out_dir: Path, workers: int = 1) -> dict[str, Path]:
     """Write the CSV, the JSON, the ArviZ files, the figures and the report into ``out_dir``.
 
@@ -139,7 +167,7 @@ def write_all(study: StudyResult, out_dir: Path, workers: int = 1) -> dict[str, 
     write_text(out_dir / "results.json", json.dumps(results_document(study, answer), indent=1) + "\n")
     write_idata(study, out_dir)
     cache = FigureCache(out_dir / "figures")
-    cache.stored.update(study.drawn)  # sections the fit workers drew as their models finished
+    cache.stored.update(getattr(study, "drawn", {}))  # sections the fit workers drew as their models finished
     prefill(study, answer, out_dir / "figures", cache, workers)
     model_figures, answer_figures = make_all(study, answer, out_dir / "figures", cache=cache)
     markdown, page = render(study, answer, out_dir, model_figures, answer_figures, cache=cache)

@@ -338,47 +338,24 @@ def _watch_parent(parent: int) -> None:
 
 
 def _worker(source: str, methods: list[str], settings: Settings, progress: bool,
-            cache_dir: Path | None = None, report_dir: Path | None = None) -> tuple[ModelResult, dict, dict]:
-    """One model's fits and, with ``report_dir``, its report section and ArviZ files (``draw_section``)."""
+            cache_dir: Path | None = None, after_model=None) -> tuple[ModelResult, dict, dict]:
+    """One model's fits and, with ``after_model``, what it returns for them (``run_after``)."""
     model = run_model(source, methods, settings, progress, cache_dir)
-    return (model, *(({}, {}) if report_dir is None else draw_section(model, report_dir)))
+    return (model, *run_after(model, after_model))
 
 
-def draw_section(model: ModelResult, report_dir: Path) -> tuple[dict, dict]:
-    """The model's figures, analysis blocks and az.summary tables drawn into ``report_dir/figures``
-    now, and its ArviZ files written to ``report_dir/idata``, in the worker that fitted it;
-    their figure-cache and ArviZ-manifest entries (``study.report.build.model_artifacts``,
-    ``study.report.write.write_model_idata``).
+def run_after(model: ModelResult, after_model) -> tuple[dict, dict]:
+    """``after_model(model)`` in the worker that fitted ``model``, for a model that ran.
 
-    A model's section depends on that model alone, so it is drawn while the other workers
-    still fit, in a process that has torch, Pyro and the model loaded, instead of in a second
-    pool after the last fit (starting one cost 6.5-7.9 s of imports here) and in the main
-    process (the ArviZ files). The report then reads the entries as a warm run reads its
-    cache: the same files and bytes. A drawing that fails costs nothing: the report draws
-    that model again.
+    The study passes ``study.report.write.draw_model_section``: the model's report section
+    and ArviZ files, made while the other workers still fit. A failure there costs nothing
+    but the time: the fits are kept, and the report draws that model again.
     """
-    if model.status != OK:
+    if after_model is None or model.status != OK:
         return {}, {}
     try:
-        import json
-
-        from study.report.build import model_artifacts
-        from study.report.summary import model_answer
-        from study.report.write import IDATA_MANIFEST, write_model_idata
-
-        try:
-            stored = json.loads((Path(report_dir) / "idata" / IDATA_MANIFEST).read_text())
-            stored = stored if isinstance(stored, dict) else {}
-        except (OSError, ValueError):
-            stored = {}
-        # One core per worker, as for the fits (torch.set_num_threads(1)): the other workers
-        # are still fitting, and NumPy's BLAS would otherwise start a thread per core.
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=1):
-            idata, _ = write_model_idata(model, Path(report_dir), stored)
-            return model_artifacts(model, model_answer(model), Path(report_dir) / "figures", reuse=True), idata
-    except Exception as error:  # the fits are safe; write_all draws the section itself
+        return after_model(model)
+    except Exception as error:
         print(f"{model.name}: report section not drawn in its worker: {one_line(error)}", file=sys.stderr)
         return {}, {}
 
@@ -435,14 +412,15 @@ def run_study(
     progress: bool = True,
     command: str = "",
     cache_dir: Path | None = None,
-    report_dir: Path | None = None,
+    after_model=None,
 ) -> StudyResult:
     """Run ``methods`` on every model in ``sources`` (built-in names or file paths).
 
-    ``cache_dir``: the fit cache folder (see ``run_model``), or None. ``report_dir``: the
-    output folder; with workers, each draws its model's report section and writes its ArviZ
-    files there as soon as its fits end (``draw_section``), and ``StudyResult.drawn`` and
-    ``drawn_idata`` hold their entries.
+    ``cache_dir``: the fit cache folder (see ``run_model``), or None. ``after_model``: with
+    workers, a picklable function each worker calls on its model as soon as the model's
+    fits end (``run_after``), returning figure-cache and ArviZ-manifest entries that
+    ``StudyResult.drawn`` and ``drawn_idata`` collect (the study passes
+    ``study.report.write.draw_model_section``).
     """
     start = time.perf_counter()
     methods = [m for m in METHODS if m in methods]
@@ -460,7 +438,7 @@ def run_study(
         pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=get_context("spawn"),
                                    initializer=_watch_parent, initargs=(os.getpid(),))
         try:
-            futures = {i: pool.submit(_worker, sources[i], methods, settings, progress, cache_dir, report_dir)
+            futures = {i: pool.submit(_worker, sources[i], methods, settings, progress, cache_dir, after_model)
                        for i in todo}
             for i in todo:
                 models[i], entries, idata = _collect(futures[i], sources[i])
