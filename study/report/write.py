@@ -78,22 +78,26 @@ def results_document(study: StudyResult, answer: dict) -> dict:
 IDATA_MANIFEST = ".idata-cache.json"
 
 
-def write_idata(study: StudyResult, out_dir: Path) -> list[Path]:
+def read_idata_manifest(out_dir: Path) -> dict:
+    """``idata/.idata-cache.json``: which ArviZ file was written from which inputs (empty when absent or unreadable)."""
+    try:
+        stored = json.loads((Path(out_dir) / "idata" / IDATA_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return stored if isinstance(stored, dict) else {}
+
+
+def write_idata(study: StudyResult, out_dir: Path, drawn: dict | None = None) -> list[Path]:
     """``idata/<model>/<method>.nc`` for every fit with draws.
 
     A file is the same bytes for the same draws (``to_inference_data``), so a warm run
     leaves one alone when ``idata/.idata-cache.json`` says it was written from the same
     draws by the same report code (``study.report.figure_cache.fit_inputs``) and it is
-    still there; ``study.drawn_idata`` holds the files the fit workers wrote
+    still there; ``drawn`` adds the manifest entries of the files the fit workers wrote
     (``draw_model_section``).
     """
     folder = Path(out_dir) / "idata"
-    try:
-        stored = json.loads((folder / IDATA_MANIFEST).read_text())
-        stored = stored if isinstance(stored, dict) else {}
-    except (OSError, ValueError):
-        stored = {}
-    stored.update(getattr(study, "drawn_idata", {}))
+    stored = read_idata_manifest(out_dir) | (drawn or {})
     code = report_code_hash()
     written: dict[str, str] = {}
     paths = []
@@ -145,13 +149,8 @@ def draw_model_section(model, report_dir: Path) -> tuple[dict, dict]:
     from study.report.summary import model_answer
 
     report_dir = Path(report_dir)
-    try:
-        stored = json.loads((report_dir / "idata" / IDATA_MANIFEST).read_text())
-        stored = stored if isinstance(stored, dict) else {}
-    except (OSError, ValueError):
-        stored = {}
     with threadpool_limits(limits=1):
-        idata, _ = write_model_idata(model, report_dir, stored)
+        idata, _ = write_model_idata(model, report_dir, read_idata_manifest(report_dir))
         return build.model_artifacts(model, model_answer(model), report_dir / "figures", reuse=True), idata
 
 
@@ -165,9 +164,9 @@ def write_all(study: StudyResult, out_dir: Path, workers: int = 1) -> dict[str, 
     answer = study_answer(study)
     write_text(out_dir / "comparison.csv", to_csv(comparison_rows(study)))
     write_text(out_dir / "results.json", json.dumps(results_document(study, answer), indent=1) + "\n")
-    write_idata(study, out_dir)
+    write_idata(study, out_dir, study.drawn_idata)
     cache = FigureCache(out_dir / "figures")
-    cache.stored.update(getattr(study, "drawn", {}))  # sections the fit workers drew as their models finished
+    cache.stored.update(study.drawn)  # sections the fit workers drew as their models finished
     prefill(study, answer, out_dir / "figures", cache, workers)
     model_figures, answer_figures = make_all(study, answer, out_dir / "figures", cache=cache)
     markdown, page = render(study, answer, out_dir, model_figures, answer_figures, cache=cache)
