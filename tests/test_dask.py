@@ -39,6 +39,25 @@ def test_method_groups_keep_reusing_methods_with_the_fit_they_reuse():
         ["svi_meanfield", "data_sweep"], ["expected_loss", "kl_ablation"]]
 
 
+def test_the_client_stores_the_skips_a_rerun_could_not_decide_cheaply(tmp_path):
+    # A linear response skipped for want of a strict maximum was decided from the mean-field
+    # fit's curvature draws, which a cached fit does not bring back: it is stored, or every
+    # rerun would submit its group (and fit the mean field) again. A skip decided from the
+    # model alone (the data sweep on seed_linear) is not.
+    from study.core.results import SKIPPED, Fit, ModelResult
+    from study.run.cache import FitCache
+    from study.core.settings import Settings
+    from study.run.cluster import _store
+
+    cache = FitCache(tmp_path, {"model": "m"}, Settings.make(quick=True))
+    fits = {m: Fit(model="m", method=m, param_names=["a"], status=SKIPPED, reason="because")
+            for m in ("svi_meanfield_lr", "data_sweep")}
+    _store((cache, None), ModelResult(name="m", title="m", description="", param_names=["a"], fits=fits))
+    assert cache.path("svi_meanfield_lr").is_file() and not cache.path("data_sweep").is_file()
+    back = cache.load("svi_meanfield_lr")
+    assert (back.status, back.reason) == (SKIPPED, "because")
+
+
 def test_local_cluster_gives_the_serial_bytes_and_its_cache_is_reused(tmp_path):
     serial, dask = tmp_path / "serial", tmp_path / "dask"
     models = ["--models", "seed_linear"]

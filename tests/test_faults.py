@@ -282,14 +282,23 @@ def test_a_cache_only_read_builds_nothing_when_no_fit_is_cached_under_the_curren
 
 def test_a_linear_response_without_a_strict_maximum_is_skipped_alike_cold_and_warm(tmp_path):
     # Cold, the mean-field fit's curvature draws are at hand and the method is skipped before
-    # it runs; warm, the mean-field fit comes from the cache without them, and the fit asks
-    # the same question of the same seeded draws: the same status and reason either way.
+    # it runs, and the skip is stored (Method.stores_skip); warm, the mean-field fit comes from
+    # the cache without those draws, and the skip is read back instead of asked again.
     methods = ["svi_meanfield", "svi_meanfield_lr"]
-    runs = [run_model("bnn_regression", methods, FAST, progress=False, cache_dir=tmp_path) for _ in range(3)]
+    runs = [run_model("bnn_regression", methods, FAST, progress=False, cache_dir=tmp_path) for _ in range(2)]
     fits = [r.fits["svi_meanfield_lr"] for r in runs]
     assert fits[0].status == "skipped" and "no strict local maximum" in fits[0].reason
-    assert [(f.status, f.reason) for f in fits[1:]] == [(fits[0].status, fits[0].reason)] * 2
-    assert [f.info.get("cache") for f in fits[1:]] == ["stored", "reused"]
+    assert (fits[1].status, fits[1].reason) == (fits[0].status, fits[0].reason)
+    assert [f.info.get("cache") for f in fits] == ["stored", "reused"]
+    # Without the stored skip (a cache from before, or one whose entry was lost), the fit asks
+    # the same question of the same seeded draws: the same status and reason, stored then.
+    entries = list(tmp_path.rglob("svi_meanfield_lr-*.npz"))
+    assert len(entries) == 1
+    entries[0].unlink()
+    runs += [run_model("bnn_regression", methods, FAST, progress=False, cache_dir=tmp_path) for _ in range(2)]
+    fits = [r.fits["svi_meanfield_lr"] for r in runs]
+    assert [(f.status, f.reason) for f in fits[2:]] == [(fits[0].status, fits[0].reason)] * 2
+    assert [f.info.get("cache") for f in fits[2:]] == ["stored", "reused"]
     # The same fit: no bookkeeping (peak memory) that only the path that ran it would add.
     assert all({k: v for k, v in f.info.items() if k != "cache"} == {} for f in fits)
 

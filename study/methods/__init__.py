@@ -45,19 +45,26 @@ class Method:
         ``fit(run: ModelRun) -> Fit``.
     applies : callable
         ``applies(run) -> None`` or the reason the method does not apply.
+    stores_skip : bool
+        ``applies`` reads what an earlier fit of this run left (the linear response: the
+        mean-field fit's curvature draws), which a fit read from the cache does not bring
+        back. A skip it finds is then stored in the cache like a fit, so that a rerun reuses
+        it instead of computing again what the cold run already knew. Other skips are
+        decided from the model alone and cost nothing to decide again.
     """
 
     name: str
     summary: str
     fit: Callable[[ModelRun], Fit]
     applies: Callable[[ModelRun], str | None] = _always
+    stores_skip: bool = False
 
 
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         Method("svi_meanfield", "mean-field AutoNormal, full ELBO (Trace_ELBO), iterate-averaged", fit_svi_meanfield),
-        Method("svi_meanfield_lr", "linear-response covariance of the mean-field fit (Giordano, Broderick & Jordan 2018)", lrvb.fit_svi_meanfield_lr, guarded("svi_meanfield_lr", lrvb.applicability)),
+        Method("svi_meanfield_lr", "linear-response covariance of the mean-field fit (Giordano, Broderick & Jordan 2018)", lrvb.fit_svi_meanfield_lr, guarded("svi_meanfield_lr", lrvb.applicability), stores_skip=True),
         Method("svi_lowrank", "AutoLowRankMultivariateNormal (rank round(sqrt(d))), full ELBO, iterate-averaged", guides.fit_svi_lowrank, guarded("svi_lowrank")),
         Method("svi_fullrank", "AutoMultivariateNormal (dense Cholesky factor), full ELBO, iterate-averaged", guides.fit_svi_fullrank, guarded("svi_fullrank")),
         Method("expected_loss", "same guide, expected negative log-likelihood only (no prior, no entropy)", fit_expected_loss),

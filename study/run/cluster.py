@@ -230,8 +230,9 @@ def run_study_dask(
 def _cached_fits(cached, group: list[str]) -> dict[str, Fit] | None:
     """The group's fits when every one of them is cached or does not apply, else None (the group runs).
 
-    As in ``run_model``: a method that does not apply is skipped with its reason (those are
-    never stored), every other one is read from the cache.
+    As in ``run_model``: a method that does not apply is skipped with its reason (only the
+    skips of ``Method.stores_skip`` are stored; they are read back like fits), every other
+    one is read from the cache.
     """
     if cached is None:
         return None
@@ -256,7 +257,7 @@ def _store(cached, part: ModelResult) -> None:
         return
     cache, _ = cached
     for method, fit in part.fits.items():
-        if fit.status in (FAILED, SKIPPED):
+        if fit.status == FAILED or (fit.status == SKIPPED and not METHODS[method].stores_skip):
             continue
         try:
             cache.store(method, fit)

@@ -271,7 +271,10 @@ def run_model(
             continue
         reason = method.applies(run)
         if reason:
-            run.fits[name] = run.new_fit(name, status=SKIPPED, reason=reason)
+            fit = run.new_fit(name, status=SKIPPED, reason=reason)
+            if method.stores_skip:  # a rerun, whose earlier fits come from the cache, could not decide it cheaply
+                _store(cache, spec, name, fit)
+            run.fits[name] = fit
             continue
         fit = cache.load(name) if cache is not None else None
         if fit is None and cache_only:
