@@ -222,17 +222,17 @@ def standardise(X: np.ndarray) -> np.ndarray:
 
 def digits_data() -> dict[str, torch.Tensor]:
     """scikit-learn's bundled digits: ``X`` (1797, 64) standardised pixels, ``y`` (1797,) classes 0-9."""
-    from sklearn.datasets import load_digits
+    from models._sklearn_data import digits
 
-    X, y = load_digits(return_X_y=True)
+    X, y = digits()
     return {"X": torch.tensor(standardise(X.astype(np.float64))), "y": torch.tensor(y, dtype=torch.long)}
 
 
 def diabetes_data() -> dict[str, torch.Tensor]:
     """scikit-learn's bundled diabetes data: ``X`` (442, 10) standardised, ``y`` (442,) standardised."""
-    from sklearn.datasets import load_diabetes
+    from models._sklearn_data import diabetes
 
-    X, y = load_diabetes(return_X_y=True)
+    X, y = diabetes()
     y = (y - y.mean()) / y.std()
     return {"X": torch.tensor(standardise(X)), "y": torch.tensor(y)}
 
