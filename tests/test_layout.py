@@ -125,3 +125,16 @@ def test_no_folder_of_a_script_directory_shadows_a_project_package():
     for scripts in ("benchmarks", "tests"):
         clash = sorted(p.name for p in (ROOT / scripts).iterdir() if p.is_dir() and p.name in packages)
         assert not clash, f"{scripts}/ holds folders named like project packages: {clash}"
+
+
+def test_the_command_line_imports_no_plotting_or_scikit_learn_until_it_needs_them():
+    # A warm rerun draws no figure and reads every data set from its own file: importing the
+    # whole pipeline must not import matplotlib (0.4 s), scikit-learn or SciPy (1.1 s).
+    import subprocess
+    import sys
+
+    code = ("import sys, study.compare, study.report.write, study.report.build, study.run.runner; "
+            "print(sorted(m for m in ('matplotlib', 'sklearn', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    assert out.strip() == "[]"

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 
-from study.core.results import ModelResult  # noqa: E402
-from study.report.answer import fmt  # noqa: E402
-from study.report.document import Heading, Image, Paragraph, Table, slug  # noqa: E402
-from study.report.plotting import DETAIL_DPI, save  # noqa: E402
-from study.report.summary import usable_fit, usable_models  # noqa: E402
+from study.core.results import ModelResult
+from study.report.answer import fmt
+from study.report.document import Heading, Image, Paragraph, Table, slug
+from study.report.plotting import DETAIL_DPI, plt, save
+from study.report.summary import usable_fit, usable_models
 
 ARM_STYLE = {
     "full": ("C0", "-"),

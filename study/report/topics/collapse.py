@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 
-from study.core.results import ModelResult  # noqa: E402
-from study.report.document import Image, slug  # noqa: E402
-from study.report.plotting import INV_SQRT_H, robust_limits, save  # noqa: E402
-from study.report.summary import SVI, usable_fit  # noqa: E402
+from study.core.results import ModelResult
+from study.report.document import Image, slug
+from study.report.plotting import INV_SQRT_H, plt, robust_limits, save
+from study.report.summary import SVI, usable_fit
 
 # Up to this many parameters the collapse curve draws one line per parameter;
 # above it, the median and the range over parameters.

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 
-from study.core.results import ModelResult  # noqa: E402
-from study.report.document import Image, slug  # noqa: E402
-from study.report.plotting import (  # noqa: E402
-    INV_SQRT_H, SIGMA_SVI, SQRT_H_INV, plain_log_ticks, save, untrusted_reference,
+from study.core.results import ModelResult
+from study.report.document import Image, slug
+from study.report.plotting import (
+    INV_SQRT_H, SIGMA_SVI, SQRT_H_INV, plain_log_ticks, plt, save, untrusted_reference,
 )
-from study.report.summary import BAND, SVI, usable_fit  # noqa: E402
+from study.report.summary import BAND, SVI, usable_fit
 
 # The σ-versus-curvature scatter labels at most this many points: those farthest from y = x.
 LABELLED_OUTLIERS = 4

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 
-from study.checks.fixed_point import Z_LIMIT  # noqa: E402
-from study.core.results import ModelResult  # noqa: E402
-from study.report.answer import fmt, with_se  # noqa: E402
-from study.report.document import Heading, Image, Paragraph, Table, slug  # noqa: E402
-from study.report.plotting import DETAIL_DPI, save  # noqa: E402
-from study.report.summary import SVI, usable_fit, usable_models  # noqa: E402
+from study.checks.fixed_point import Z_LIMIT
+from study.core.results import ModelResult
+from study.report.answer import fmt, with_se
+from study.report.document import Heading, Image, Paragraph, Table, slug
+from study.report.plotting import DETAIL_DPI, plt, save
+from study.report.summary import SVI, usable_fit, usable_models
 
 
 def inverse_sqrt(expected) -> np.ndarray:

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
+import numpy as np
 
 
-from study.core.results import ModelResult  # noqa: E402
-from study.methods import METHODS  # noqa: E402
-from study.report.document import Image, slug  # noqa: E402
-from study.report.plotting import save  # noqa: E402
-from study.report.summary import shown_parameters, usable_fit  # noqa: E402
+from study.core.results import ModelResult
+from study.methods import METHODS
+from study.report.document import Image, slug
+from study.report.plotting import plt, save
+from study.report.summary import shown_parameters, usable_fit
 
 
 # The forest plot puts at most this many parameters in one column of panels.
@@ -113,7 +108,7 @@ def method_intervals(model: ModelResult, answer_for_model: dict, fig_dir: Path) 
     for ax, first in zip(axes[0], starts):
         chunk = slice(first, first + per_column)
         _forest_panel(ax, names[chunk], methods, [values[chunk] for values in intervals])
-    handles = [Line2D([], [], color=f"C{i}") for i in range(len(methods))]
+    handles = [plt.Line2D([], [], color=f"C{i}") for i in range(len(methods))]
     legend_rows = int(np.ceil(len(methods) / 4))
     head = 0.3 + 0.2 * legend_rows  # inches above the panels: title and legend
     fig.suptitle(f"{model.title}: 94% HDI per method", fontsize=10, y=1 - 0.05 / height, va="top")

@@ -25,16 +25,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from study.core.results import ModelResult  # noqa: E402
-from study.report.answer import fmt  # noqa: E402
-from study.report.document import Heading, Image, Paragraph, Table  # noqa: E402
-from study.report.plotting import DETAIL_DPI, save  # noqa: E402
+from study.core.results import ModelResult
+from study.report.answer import fmt
+from study.report.document import Heading, Image, Paragraph, Table
+from study.report.plotting import DETAIL_DPI, plt, save
 
 HESSIAN_SOURCES = ("hessian_diag", "laplace_diag")
 GGN_SOURCES = ("ggn_diag", "laplace_torch_diag")

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 
-from study.core.results import OK, StudyResult  # noqa: E402
-from study.report.answer import QUESTION, SE_NOTE, answer_paragraph, fmt, headline, ratio_cell  # noqa: E402
-from study.report.document import Heading, Image, Paragraph, Table, slug  # noqa: E402
-from study.report.plotting import (  # noqa: E402
-    INV_SQRT_H, SIGMA_SVI, plain_log_ticks, save, untrusted_reference,
+from study.core.results import OK, StudyResult
+from study.report.answer import QUESTION, SE_NOTE, answer_paragraph, fmt, headline, ratio_cell
+from study.report.document import Heading, Image, Paragraph, Table, slug
+from study.report.plotting import (
+    INV_SQRT_H, SIGMA_SVI, plain_log_ticks, plt, save, untrusted_reference,
 )
-from study.report.summary import BAND, MAX_R_HAT, MIN_ESS_BULK, SVI, sd_ratios  # noqa: E402
+from study.report.summary import BAND, MAX_R_HAT, MIN_ESS_BULK, SVI, sd_ratios
 
 UNTRUSTED_MARK = "†"
 
