@@ -2,7 +2,7 @@
 
     python benchmarks/networks.py [--models digits_mlp_1k digits_mlp_10k digits_mlp_100k]
                                   [--methods svi_meanfield ivon ...] [--steps 3000] [--seeds 1]
-                                  [--device cpu|cuda] [--out reports/networks-benchmark.json]
+                                  [--device cpu|cuda] [--threads N] [--out reports/networks-benchmark.json]
 
 Each rung runs in a fresh process: the MAP search first (timed on its own, shared by
 the methods), then every method in turn. Per fit it records the wall seconds and the
@@ -11,6 +11,11 @@ every 5 ms on the CPU (``/proc/self/statm``), ``torch.cuda.max_memory_allocated`
 GPU. It prints, per method, the least-squares slopes of log seconds and log memory
 against log d (1 means linear in d). Machines are shared: the numbers are single runs
 under whatever load there was, and the JSON says how many CPUs the process saw.
+
+The rungs run one after another, each on ``--threads`` threads (default: every CPU, so
+"on 2 cores" means what it says). The study itself fits every model on one thread, so
+that its numbers do not depend on the thread count; there a lone large rung uses one core
+(``--threads 1`` times that).
 """
 
 from __future__ import annotations
@@ -32,11 +37,11 @@ DEFAULT_MODELS = ["digits_mlp_1k", "digits_mlp_10k", "digits_mlp_100k"]
 DEFAULT_METHODS = ["svi_meanfield", "ivon", "ggn_diag", "kfac", "hessian_diag"]
 
 
-def run_rung(model: str, methods: list[str], steps: int, seeds: int, device: str) -> dict:
-    """Every method on one model in this process; returns the rung's record."""
+def run_rung(model: str, methods: list[str], steps: int, seeds: int, device: str, threads: int = 1) -> dict:
+    """Every method on one model in this process, on ``threads`` threads; returns the rung's record."""
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     torch.set_default_dtype(torch.float64)
     from models import builtin_models
     from study.core.context import ModelRun
@@ -48,7 +53,7 @@ def run_rung(model: str, methods: list[str], steps: int, seeds: int, device: str
 
     settings = Settings.make(svi_steps=steps, svi_seeds=seeds, device=None if device == "cpu" else device)
     run = ModelRun.create(builtin_models()[model], settings)
-    record = {"model": model, "d": run.joint.dim, "fits": {}}
+    record = {"model": model, "d": run.joint.dim, "threads": threads, "fits": {}}
     cuda = device == "cuda"
 
     def measure(name, fn):
@@ -85,7 +90,8 @@ def run_rung(model: str, methods: list[str], steps: int, seeds: int, device: str
         if fit is not None and method in ("svi_meanfield", "ivon"):
             info = fit.info
             extra = {k: info.get(k) for k in ("steps", "particles", "data_subsampling", "sigma_drift",
-                                              "h_moved_median", "h_over_init_quantiles", "sd_rel_se")}
+                                              "h_moved_median", "h_over_init_quantiles", "sd_rel_se", "fit_dtype",
+                                              "per_seed_wall_seconds", "fixed_point_seconds")}
             fixed = info.get("fixed_point") or {}
             extra["fixed_point_by_site"] = fixed.get("by_site")
             extra["fixed_point_error"] = fixed.get("error")
@@ -117,12 +123,17 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch threads per rung (default: every CPU; the study uses 1)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "networks-benchmark.json")
     parser.add_argument("--rung", help=argparse.SUPPRESS)  # internal: run one rung, print JSON
     args = parser.parse_args(argv)
     if args.rung:
-        print(json.dumps(run_rung(args.rung, args.methods, args.steps, args.seeds, args.device)))
+        print(json.dumps(run_rung(args.rung, args.methods, args.steps, args.seeds, args.device, args.threads)))
         return 0
+    if args.threads < 1:
+        print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+        return 2
     if args.device == "cuda":
         import torch
 
@@ -132,7 +143,8 @@ def main(argv=None) -> int:
     records, started = [], time.perf_counter()
     for model in args.models:
         command = [sys.executable, str(Path(__file__).resolve()), "--rung", model, "--methods", *args.methods,
-                   "--steps", str(args.steps), "--seeds", str(args.seeds), "--device", args.device]
+                   "--steps", str(args.steps), "--seeds", str(args.seeds), "--device", args.device,
+                   "--threads", str(args.threads)]
         start = time.perf_counter()
         result = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True,
                                 env=dict(os.environ, PYTHONPATH=str(ROOT)))
@@ -152,7 +164,8 @@ def main(argv=None) -> int:
         "slope_wall_seconds_vs_d": slopes(good, "wall_seconds"),
         "slope_peak_rss_vs_d": slopes(good, "peak_rss_above_base_bytes"),
         "slope_gpu_peak_vs_d": slopes(good, "gpu_peak_bytes") if args.device == "cuda" else None,
-        "settings": {"steps": args.steps, "seeds": args.seeds, "device": args.device, "methods": args.methods},
+        "settings": {"steps": args.steps, "seeds": args.seeds, "device": args.device, "methods": args.methods,
+                     "threads": args.threads},
         "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg(), "python": platform.python_version(),
                     "platform": platform.platform()},
         "total_seconds": time.perf_counter() - started,
