@@ -135,6 +135,12 @@ class ModelSpec:
         At most this many particles per SVI step (fewer than the settings' where a step's
         cost grows with them: a network's forward pass over every row). The fits report
         the particles they used and the Monte Carlo standard error that results.
+    large_fit_dtype : str
+        ``"float64"`` (default) or ``"float32"``: the precision of the mean-field SVI
+        and IVON fits when the model is in the large-model regime (more latents than
+        ``study.methods.svi.LARGE_MODEL_DIM``). Their results, and every other method,
+        stay in float64. The networks take float32: their step is a float64 matrix
+        product over the hidden layer's activations, which float32 runs in half the time.
     nuts_max_tree_depth : int
         Caps NUTS trajectories (2**depth leapfrog steps) where NUTS is the
         reference; lower it only for posteriors NUTS cannot mix in anyway
@@ -160,6 +166,7 @@ class ModelSpec:
     map_starts: int = 1
     svi_steps_scale: float = 1.0
     svi_particles: int | None = None
+    large_fit_dtype: str = "float64"
     nuts_max_tree_depth: int = 10
     no_reference: str = ""
     tags: tuple[str, ...] = field(default=())

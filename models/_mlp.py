@@ -300,6 +300,9 @@ def network_spec(name: str, pretty_name: str, sizes: Sequence[int], likelihood: 
         nuts_max_tree_depth=4,
         # A network's SVI step costs in proportion to its particles (study.methods.svi.particles).
         svi_particles=8,
+        # Above study.methods.svi.LARGE_MODEL_DIM weights (the 10^4 rungs and up) the mean-field
+        # and IVON fits run in float32: their step is the hidden layer's matrix products.
+        large_fit_dtype="float32",
         tags=(NETWORKS, ON_REQUEST) if on_request else (NETWORKS,),
     )
 

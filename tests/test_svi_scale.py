@@ -84,3 +84,62 @@ def test_subsampled_network_likelihood_is_scaled_to_the_full_data():
     se = estimates.std(ddof=1) / np.sqrt(len(estimates))
     # 4 SE: a false alarm in 6e-5 of runs (sampling without replacement only shrinks the variance).
     assert abs(estimates.mean() - float(full)) <= 4.0 * se
+
+
+
+def test_large_networks_fit_in_float32_and_report_float64(monkeypatch):
+    """In the large-model regime a network's mean-field and IVON fits run in float32 (``large_fit_dtype``).
+
+    Its sigma must be what a float64 fit gives up to Monte Carlo noise: the float32 and
+    float64 runs (different noise streams) may differ by no more than two float64 runs
+    with different seeds do. One run object throughout: its MAP is searched once.
+    """
+    from dataclasses import replace
+
+    import pyro
+    import pytest
+
+    from study.methods.ivon import fit_ivon
+
+    monkeypatch.setattr(svi, "LARGE_MODEL_DIM", 100)
+    pyro.set_rng_seed(0)  # the MAP search starts from a draw of the prior (init_to_sample)
+    run = make_run("digits_mlp_1k", svi_steps=400, svi_seeds=1)
+    assert run.spec.large_fit_dtype == "float32" and svi.scale_plan(run)["dtype"] == "float32"
+    assert svi.fit_dtype(run) == torch.float32
+    single = svi.optimise(run, "svi_meanfield", seed=1)
+    store = dict(pyro.get_param_store().named_parameters())
+    assert store and all(v.dtype == torch.float32 for v in store.values())
+    assert single.mean.dtype == single.sd.dtype == np.float64 and np.all(np.isfinite(single.sd))
+    ivon = fit_ivon(run)
+    assert ivon.info["fit_dtype"] == "float32"
+    assert ivon.sd.dtype == np.float64 and np.all(np.isfinite(ivon.sd)) and np.all(ivon.sd > 0)
+
+    run.spec = replace(run.spec, large_fit_dtype="float64")
+    assert svi.fit_dtype(run) == torch.float64
+    double = svi.optimise(run, "svi_meanfield", seed=1)
+    assert all(v.dtype == torch.float64 for v in pyro.get_param_store().values())
+    other_seed = svi.optimise(run, "svi_meanfield", seed=2)
+    precision_gap = np.median(np.abs(np.log(single.sd / double.sd)))
+    seed_gap = np.median(np.abs(np.log(other_seed.sd / double.sd)))
+    # Medians over 1,210 weights: each is known to a few per cent of itself, so 1.5x the seed-to-seed
+    # gap leaves room for that noise and still fails a float32 run off by more than the noise.
+    assert precision_gap <= 1.5 * seed_gap, (precision_gap, seed_gap)
+    assert seed_gap > 0  # the two seeds' noise differs (the comparison has a yardstick)
+
+    # Below the regime's threshold every fit is float64, whatever the model asks for.
+    run.spec = replace(run.spec, large_fit_dtype="float32")
+    monkeypatch.setattr(svi, "LARGE_MODEL_DIM", 10**6)
+    assert svi.scale_plan(run)["dtype"] == "float64" and svi.fit_dtype(run) == torch.float64
+    run.spec = replace(run.spec, large_fit_dtype="float16")
+    monkeypatch.setattr(svi, "LARGE_MODEL_DIM", 100)
+    with pytest.raises(ValueError, match="large_fit_dtype must be one of"):
+        svi.scale_plan(run)
+
+
+def test_float32_fits_flush_subnormals_and_restore_the_default():
+    tiny = torch.tensor([1e-39], dtype=torch.float32)  # a float32 subnormal
+    with svi.precision(torch.float32):
+        assert float(tiny * 1.0) == 0.0 or not torch.set_flush_denormal(True)
+    assert float(tiny * 1.0) > 0.0  # flushing ends with the fit
+    with svi.precision(torch.float64):
+        assert float(tiny * 1.0) > 0.0

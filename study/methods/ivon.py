@@ -318,7 +318,7 @@ def fit_ivon(run: ModelRun) -> Fit:
     how far ``h`` moved from ``hess_init`` and the trajectory of its quantiles.
     """
     from study.methods.laplace_torch import NotApplicable, _flat_index
-    from study.methods.svi import seed_standard_errors
+    from study.methods.svi import fit_dtype, precision, scale_plan, seed_standard_errors
 
     if run.spec.laplace_torch is None:
         raise NotApplicable("the model defines no laplace_torch network for IVON to train")
@@ -326,7 +326,7 @@ def fit_ivon(run: ModelRun) -> Fit:
     config = ivon_config(run)
     problem = run.spec.laplace_torch(run.data)
     start_z, start_from = _start_weights(run)
-    dtype = run.joint.dtype
+    dtype = fit_dtype(run)  # float64, or the model's large_fit_dtype above LARGE_MODEL_DIM latents
     index = _flat_index(run, problem.module, problem.site_of_parameter)
     inputs = problem.inputs.to(dtype)
     targets = problem.targets if problem.likelihood == "classification" else problem.targets.to(dtype)
@@ -335,10 +335,11 @@ def fit_ivon(run: ModelRun) -> Fit:
         module = run.spec.laplace_torch(run.data).module.to(dtype)
         torch.nn.utils.vector_to_parameters(start_z[torch.as_tensor(index)].to(dtype), module.parameters())
         seed = run.seed("ivon") if k == 0 else run.seed(f"ivon/seed{k}")
-        runs.append(train_ivon(
-            module, problem.likelihood, inputs, targets, float(problem.prior_precision), config, seed,
-            sigma_noise=float(problem.sigma_noise),
-        ))
+        with precision(dtype):
+            runs.append(train_ivon(
+                module, problem.likelihood, inputs, targets, float(problem.prior_precision), config, seed,
+                sigma_noise=float(problem.sigma_noise),
+            ))
     d = run.joint.dim
 
     def flat(values: np.ndarray) -> np.ndarray:
@@ -362,6 +363,7 @@ def fit_ivon(run: ModelRun) -> Fit:
         "prior_precision": float(problem.prior_precision),
         "likelihood": problem.likelihood,
         "data_subsampling": "full batch" if config.batch_size is None else f"mini-batches of {config.batch_size}",
+        "fit_dtype": scale_plan(run)["dtype"],
         "init": start_from,
         "h": h.tolist(),
         "sd_last": np.mean([flat(r.last_sd) for r in runs], axis=0).tolist(),

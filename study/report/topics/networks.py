@@ -279,8 +279,9 @@ def networks_answer(study, answer: dict, fig_dir: Path) -> list:
         if fit is not None and is_network(model) and fit.info.get("data_subsampling"):
             fp = fit.info.get("fixed_point", {}).get("by_site") or {}
             residuals = ", ".join(f"{k} {fmt(v['median_r'])} ± {fmt(v['median_r_se'], 2)}" for k, v in fp.items())
+            precision = fit.info.get("fit_dtype", "float64")
             used.append(f"{model.name}: {fit.info['data_subsampling']}, {fit.info.get('particles')} particles, "
-                        f"{fit.info.get('steps')} steps, σ started at {fit.info.get('sigma_start') or 'init_scale'}; "
+                        f"{precision}, {fit.info.get('steps')} steps, σ started at {fit.info.get('sigma_start') or 'init_scale'}; "
                         f"median fixed-point residual per layer: {residuals or '–'}")
     if used:
         blocks.append(Paragraph("Mean-field SVI on the networks: " + "; ".join(used) + "."))
