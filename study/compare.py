@@ -184,7 +184,24 @@ def validate(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the study; returns the exit code (0 ok, 1 a fit failed or was flagged, 2 bad input,
-    130 interrupted)."""
+    130 interrupted).
+
+    ``--posteriordb`` reaches the worker processes through ``POSTERIORDB_PATH``; the
+    variable is put back as it was when the run ends, so that a caller in the same
+    process (a test, a notebook) does not inherit one run's database in the next.
+    """
+    before = os.environ.get(ENV_VAR)
+    try:
+        return _run(argv)
+    finally:
+        if before is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = before
+
+
+def _run(argv: list[str] | None) -> int:
+    """``main`` without the environment's restoration."""
     argv = sys.argv[1:] if argv is None else list(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit deprecation notices
     try:

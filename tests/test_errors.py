@@ -60,6 +60,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, mo
         assert fragment in lines[0]
     assert captured.out == ""
     assert not out.exists()
+    assert "POSTERIORDB_PATH" not in os.environ  # --posteriordb's value ends with its run
 
 
 def test_out_that_is_a_file_is_refused_and_left_alone(tmp_path, capsys):
