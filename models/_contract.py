@@ -139,8 +139,9 @@ class ModelSpec:
         ``"float64"`` (default) or ``"float32"``: the precision of the mean-field SVI
         and IVON fits when the model is in the large-model regime (more latents than
         ``study.methods.svi.LARGE_MODEL_DIM``). Their results, and every other method,
-        stay in float64. The networks take float32: their step is a float64 matrix
-        product over the hidden layer's activations, which float32 runs in half the time.
+        stay in float64. The networks take float32: their step is the hidden layer's
+        matrix products, and a float32 step (subnormals flushed, ``study.methods.svi.precision``)
+        of the 112,510-weight digits MLP took 20 ms against float64's 45-49 ms.
     nuts_max_tree_depth : int
         Caps NUTS trajectories (2**depth leapfrog steps) where NUTS is the
         reference; lower it only for posteriors NUTS cannot mix in anyway

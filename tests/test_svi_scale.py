@@ -86,7 +86,6 @@ def test_subsampled_network_likelihood_is_scaled_to_the_full_data():
     assert abs(estimates.mean() - float(full)) <= 4.0 * se
 
 
-
 def test_large_networks_fit_in_float32_and_report_float64(monkeypatch):
     """In the large-model regime a network's mean-field and IVON fits run in float32 (``large_fit_dtype``).
 

@@ -581,7 +581,7 @@ def large_fit_dtype(run: ModelRun) -> str:
     ``LARGE_MODEL_DIM`` latents every fit is float64, and so the default study's
     numbers do not depend on it.
     """
-    value = getattr(run.spec, "large_fit_dtype", "float64")
+    value = run.spec.large_fit_dtype
     if value not in FIT_DTYPES:
         raise ValueError(f"large_fit_dtype must be one of {', '.join(map(repr, FIT_DTYPES))}, got {value!r}")
     return value
@@ -610,14 +610,14 @@ def precision(dtype: torch.dtype):
             torch.set_flush_denormal(False)
 
 
+def _to_fit(value: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``value`` on ``device``; in ``dtype`` when it is floating point (indices stay integers)."""
+    return value.to(device=device, dtype=dtype) if torch.is_floating_point(value) else value.to(device)
+
+
 def _cast_init(init_loc_fn, device: torch.device, dtype: torch.dtype):
-    """``init_loc_fn`` whose floating-point values come out on ``device`` in ``dtype``."""
-
-    def init(site):
-        value = init_loc_fn(site)
-        return value.to(device=device, dtype=dtype) if torch.is_floating_point(value) else value.to(device)
-
-    return init
+    """``init_loc_fn`` whose values come out as ``_to_fit`` puts them."""
+    return lambda site: _to_fit(init_loc_fn(site), device, dtype)
 
 
 def optimise(
@@ -654,13 +654,9 @@ def optimise(
         # snapshots come back to the CPU in the joint's (float64), so that the averages and
         # everything computed from the fit are float64.
         device = torch.device(s.device)
-
-        def cast(v):
-            return v.to(device=device, dtype=dtype) if torch.is_floating_point(v) else v.to(device)
-
-        data = {k: cast(v) if torch.is_tensor(v) else v for k, v in run.data.items()}
+        data = {k: _to_fit(v, device, dtype) if torch.is_tensor(v) else v for k, v in run.data.items()}
         if init_from == "MAP":
-            values = {k: cast(v) for k, v in run.joint.constrain(map_and_hessian(run)["z"]).items()}
+            values = {k: _to_fit(v, device, dtype) for k, v in run.joint.constrain(map_and_hessian(run)["z"]).items()}
             init_loc_fn = init_to_value(values=values, fallback=_cast_init(run.init_loc_fn, device, dtype))
         else:
             init_loc_fn = _cast_init(init_loc_fn, device, dtype)
