@@ -83,12 +83,49 @@ def test_kron_marginal_variances_equal_the_dense_inverse_diagonal():
     A, B = A @ A.T, B @ B.T  # positive semi-definite factors
     scale, prior = 0.7, 1.3
     dense = torch.linalg.inv(scale * torch.kron(A, B) + prior * torch.eye(20))
-    torch.testing.assert_close(kron_marginal_variance([A, B], scale, prior), torch.diagonal(dense))
+    torch.testing.assert_close(kron_marginal_variance([A, B], scale, prior)[0], torch.diagonal(dense))
     dense_bias = torch.linalg.inv(scale * A + prior * torch.eye(5))
-    torch.testing.assert_close(kron_marginal_variance([A], scale, prior), torch.diagonal(dense_bias))
+    torch.testing.assert_close(kron_marginal_variance([A], scale, prior)[0], torch.diagonal(dense_bias))
 
 
-@pytest.mark.parametrize("likelihood,sizes", [(CLASSIFICATION, (4, 6, 3)), (REGRESSION, (4, 6, 1))])
+def _low_rank_factor(n, rank, seed):
+    U = torch.randn(n, rank, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return U @ U.T
+
+
+def test_low_rank_factors_give_the_dense_inverse_diagonal():
+    """A factor of rank 3 in 60 dimensions, decomposed thin: its null space enters as one column."""
+    A = _low_rank_factor(5, 5, 0)
+    B = _low_rank_factor(60, 3, 1)
+    scale, prior = 0.7, 1.3
+    variance, how = kron_marginal_variance([A, B], scale, prior, rank_bound=3)
+    assert how == ["dense", "low rank"]  # 3 + 16 columns <= 60 / 2; the 5 x 5 factor is dense
+    dense = torch.linalg.inv(scale * torch.kron(A, B) + prior * torch.eye(300, dtype=torch.float64))
+    torch.testing.assert_close(variance, torch.diagonal(dense), rtol=1e-10, atol=0)
+    # Both factors thin, and the one-factor (bias) block.
+    C = _low_rank_factor(50, 2, 2)
+    variance, how = kron_marginal_variance([C, B], scale, prior, rank_bound=3)
+    assert how == ["low rank", "low rank"]
+    dense = torch.linalg.inv(scale * torch.kron(C, B) + prior * torch.eye(3000, dtype=torch.float64))
+    torch.testing.assert_close(variance, torch.diagonal(dense), rtol=1e-10, atol=0)
+    variance, how = kron_marginal_variance([B], scale, prior, rank_bound=3)
+    assert how == ["low rank"]
+    torch.testing.assert_close(variance, torch.diagonal(torch.linalg.inv(scale * B + prior * torch.eye(60, dtype=torch.float64))),
+                               rtol=1e-10, atol=0)
+
+
+def test_a_wrong_rank_bound_falls_back_to_the_dense_decomposition():
+    """A full-rank factor claimed to have rank 3: the check on fresh directions catches it."""
+    B = _low_rank_factor(60, 60, 1)
+    variance, how = kron_marginal_variance([B], 0.7, 1.3, rank_bound=3)
+    assert how == ["dense"]
+    torch.testing.assert_close(variance, torch.diagonal(torch.linalg.inv(0.7 * B + 1.3 * torch.eye(60, dtype=torch.float64))),
+                               rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("likelihood,sizes", [(CLASSIFICATION, (4, 6, 3)), (REGRESSION, (4, 6, 1)),
+                                              # 120 hidden units > 2 (30 rows x 1 output + 16): thin factors
+                                              (REGRESSION, (4, 120, 1))])
 def test_kfac_fit_matches_laplace_torchs_dense_kronecker_posterior(likelihood, sizes):
     from laplace import Laplace
     from laplace.curvature import CurvlinopsGGN
@@ -107,6 +144,8 @@ def test_kfac_fit_matches_laplace_torchs_dense_kronecker_posterior(likelihood, s
     # laplace-torch's own dense posterior precision, inverted densely (fine at d <= 200).
     dense = torch.linalg.inv(la.posterior_precision.to_matrix())
     np.testing.assert_allclose(fit.sd, torch.diagonal(dense).sqrt().numpy(), rtol=1e-7)
+    thin = sizes[1] >= 2 * (30 * sizes[-1] + 16)
+    assert ("low rank" in sum(fit.info["factor_decompositions"], [])) == thin
 
 
 def test_last_layer_laplace_covers_the_last_layer_only():
