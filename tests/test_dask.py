@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixture_models"
 # Tiny fits: these tests are about where fits run, not about their accuracy.
 TINY = ["--quick", "--steps", "60", "--seeds", "2", "--no-progress"]
-# Two groups of methods that reuse a fit (data_sweep does not apply to seed_linear: skipped), two alone.
-METHODS = ["--methods", "svi_meanfield", "svi_meanfield_lr", "data_sweep", "expected_loss", "kl_ablation",
+# Two groups of methods that reuse a fit or its mean (data_sweep does not apply to seed_linear: skipped;
+# hessian_diag is taken at the mean-field mean), two alone.
+METHODS = ["--methods", "svi_meanfield", "svi_meanfield_lr", "data_sweep", "hessian_diag", "expected_loss", "kl_ablation",
            "laplace_diag", "reference"]
 LOCAL = ["--scheduler", "local", "--workers", "2"]  # two single-threaded worker processes
 
@@ -37,6 +38,10 @@ def test_method_groups_keep_reusing_methods_with_the_fit_they_reuse():
         ["svi_meanfield", "svi_meanfield_lr"], ["kl_ablation"], ["laplace_full"]]
     assert method_groups(["data_sweep", "expected_loss", "kl_ablation", "svi_meanfield"]) == [
         ["svi_meanfield", "data_sweep"], ["expected_loss", "kl_ablation"]]
+    # The curvature references are taken at the mean-field mean when it runs, at the MAP alone.
+    assert method_groups(["kfac", "hessian_diag", "svi_meanfield", "ggn_diag", "laplace_last_layer"]) == [
+        ["svi_meanfield", "hessian_diag", "ggn_diag", "kfac", "laplace_last_layer"]]
+    assert method_groups(["kfac", "hessian_diag"]) == [["hessian_diag"], ["kfac"]]
 
 
 def test_the_client_stores_the_skips_a_rerun_could_not_decide_cheaply(tmp_path):

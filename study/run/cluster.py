@@ -7,8 +7,8 @@ Dask is an optional dependency (``pip install .[dask]``); without ``--scheduler`
 study never imports it.
 
 Tasks. A method that reuses another's fit (``FIT_DEPENDENCIES``: the linear-response
-covariance and the data sweep reuse the mean-field fit, the KL ablation the expected-loss
-run) travels in one task with it, in the order of ``study.methods.METHODS``; every other
+covariance and the data sweep reuse the mean-field fit, the curvature references are taken
+at its mean, the KL ablation reuses the expected-loss run) travels in one task with it, in the order of ``study.methods.METHODS``; every other
 method is a task of its own. A task is ``study.run.runner.run_model`` on one model and
 those methods, so each fit is computed by the same code, from the same seeds
 (``Settings.fit_seed``: per model and method, never from what ran before in the
@@ -46,10 +46,17 @@ from study.core.settings import Settings
 from study.methods import METHODS
 from study.run.runner import _flagged, resolve, run_model, versions
 
-# method -> the method whose fit (and shared draws) it reuses; they run in one task.
+# method -> the method whose fit (and shared draws) it reuses; they run in one task. The
+# curvature references are taken at the mean-field mean when svi_meanfield runs, at the MAP
+# otherwise (``study.methods.curvature.evaluation_point``): in a task of their own they would
+# describe another point than in the serial run.
 FIT_DEPENDENCIES = {
     "svi_meanfield_lr": "svi_meanfield",
     "data_sweep": "svi_meanfield",
+    "hessian_diag": "svi_meanfield",
+    "ggn_diag": "svi_meanfield",
+    "kfac": "svi_meanfield",
+    "laplace_last_layer": "svi_meanfield",
     "kl_ablation": "expected_loss",
 }
 
