@@ -414,10 +414,20 @@ def price_residual(
 
     By Price's (Bonnet's) theorem ``E_q[H_ii] = E[g_i(z) eps_i] / sigma_i`` for
     ``z = mu + sigma eps``, ``g = grad U``; with antithetic pairs the estimator is
-    ``(g_i(mu + sigma eps) - g_i(mu - sigma eps)) eps_i / (2 sigma_i)``, whose noise
-    vanishes where ``U`` is quadratic. So ``r_i = sigma_i E[...] - 1`` costs ``2 pairs``
-    gradients, never a Hessian, and serves where ``d`` Hessian-vector products per draw
-    are too many (large networks). It needs ``U`` twice differentiable.
+    ``(g_i(mu + sigma eps) - g_i(mu - sigma eps)) eps_i / (2 sigma_i)``, which cancels the
+    odd terms of ``g`` but not the noise of ``eps_i^2``: where ``U`` is quadratic a pair's
+    estimate is ``sum_j H_ij sigma_j eps_j eps_i / sigma_i``, ``H_ii eps_i^2`` plus the
+    off-diagonal terms. So ``r_i = sigma_i E[...] - 1`` costs ``2 pairs`` gradients, never a
+    Hessian, and serves where ``d`` Hessian-vector products per draw are too many (large
+    networks). It needs ``U`` twice differentiable.
+
+    Each ``r_i`` is unbiased but skewed (a chi-square with ``pairs`` degrees of freedom over
+    ``pairs`` where ``H`` is diagonal), so the *median* of many of them is not their mean:
+    with 32 pairs, the median of ``r_i`` over prior-dominated weights exactly at the fixed
+    point is ``chi2.median(32) / 32 - 1 = -0.021``. The per-site summary is therefore the
+    mean over the site's coordinates, estimated once per pair (``site_mean_by_pair``), so
+    that its SE is the spread of those per-pair means: the draws are shared by all
+    coordinates, whose errors are correlated (``residual_by_site``).
 
     Parameters
     ----------
@@ -436,7 +446,9 @@ def price_residual(
     -------
     dict
         ``r``, ``se``, ``z``, ``expected_hessian``, ``expected_hessian_se`` (lists of
-        length ``d``), ``draws``, ``estimator`` (``"price"``), ``se_includes_sigma``.
+        length ``d``), ``site_mean_by_pair`` (latent site -> the mean of ``r_i`` over its
+        coordinates from each pair alone, a list of length ``pairs``), ``draws``,
+        ``estimator`` (``"price"``), ``se_includes_sigma``, ``sd_rel_se``.
     """
     if pairs < 2:
         raise ValueError(f"the Price residual needs at least 2 antithetic pairs, got {pairs}")
@@ -446,6 +458,7 @@ def price_residual(
     generator = torch.Generator().manual_seed(seed)
     total = torch.zeros(d, dtype=joint.dtype)
     total_sq = torch.zeros(d, dtype=joint.dtype)
+    by_pair: dict[str, list[float]] = {site.name: [] for site in joint.sites}
     done = 0
     while done < pairs:
         k = min(chunk, pairs - done)
@@ -457,6 +470,9 @@ def price_residual(
         estimate = (grad[:k] - grad[k:]) * eps / (2.0 * sd_t)  # (k, d): E_q[H_ii] per pair
         total += estimate.sum(0)
         total_sq += estimate.square().sum(0)
+        pair_r = sd_t**2 * estimate - 1.0
+        for site in joint.sites:
+            by_pair[site.name].extend(pair_r[:, site.slice].mean(1).tolist())
         done += k
     expected = (total / pairs).numpy()
     variance = np.maximum((total_sq / pairs).numpy() - expected**2, 0.0) * pairs / (pairs - 1)
@@ -472,22 +488,31 @@ def price_residual(
     return {
         "r": r.tolist(), "se": se.tolist(), "z": z_score.tolist(),
         "expected_hessian": expected.tolist(), "expected_hessian_se": expected_se.tolist(),
+        "site_mean_by_pair": by_pair,
         "draws": 2 * pairs, "estimator": "price", "se_includes_sigma": sd_rel_se is not None,
+        "sd_rel_se": sd_rel_se,
     }
 
 
 def residual_by_site(joint: FlatJoint, residual: dict) -> dict[str, dict]:
-    """Per latent site (a network layer's weights or biases): median ``r``, its SE and the share within 3 SE.
+    """Per latent site (a network layer's weights or biases): the median and mean ``r``, SEs, the share within 3 SE.
 
     Only measured coordinates count (a subset check leaves the others NaN); a site
     with none is left out.
 
     The SE of the median is the normal-theory ``1.2533 SE_typical / sqrt(n)`` spread
     plus the Monte Carlo error of each ``r_i`` (median of the per-coordinate SEs over
-    ``sqrt(n)``), a rough but stated figure.
+    ``sqrt(n)``), a rough but stated figure. It does not cover the bias of a median of
+    skewed estimates: for the gradient-only (Price) residual, whose ``r_i`` are skewed
+    (``price_residual``), the site's summary is ``mean_r``, the mean over its coordinates,
+    with ``mean_r_se`` the standard error of the mean of its per-pair estimates (shared
+    draws: the pairs, not the coordinates, are independent) plus, in quadrature, sigma's
+    seed-to-seed error ``2 sd_rel_se (1 + mean_r) / sqrt(n)`` (independent across coordinates).
     """
     r = np.asarray(residual["r"])
     se = np.asarray(residual["se"])
+    by_pair = residual.get("site_mean_by_pair") or {}
+    rel = residual.get("sd_rel_se")
     out = {}
     for site in joint.sites:
         rs, ses = r[site.slice], se[site.slice]
@@ -503,4 +528,11 @@ def residual_by_site(joint: FlatJoint, residual: dict) -> dict[str, dict]:
             "median_r_se": float(math.hypot(spread, np.median(ses) / math.sqrt(n))) if n > 1 else float(ses[0]),
             "within_3se": float(np.mean(np.abs(rs) <= Z_LIMIT * ses)),
         }
+        pairs = np.asarray(by_pair.get(site.name, []), dtype=float)
+        if len(pairs) > 1 and n == site.size:
+            mean_r = float(pairs.mean())
+            mean_se = float(pairs.std(ddof=1) / math.sqrt(len(pairs)))
+            if rel is not None:
+                mean_se = math.hypot(mean_se, 2.0 * rel * (1.0 + mean_r) / math.sqrt(n))
+            out[site.name].update(mean_r=mean_r, mean_r_se=mean_se)
     return out
