@@ -66,10 +66,11 @@ def test_price_residual_per_layer_is_a_mean_not_the_biased_median():
 
 def test_scale_plan_small_and_large(monkeypatch):
     small = make_run("digits_mlp_1k")
-    assert svi.scale_plan(small)["regime"] == "small"
+    assert svi.scale_plan(small)["regime"] == "small" and svi.scale_plan(small)["lr_hold_fraction"] == 0.0
     monkeypatch.setattr(svi, "LARGE_MODEL_DIM", 100)
     plan = svi.scale_plan(small)
     assert plan["regime"] == "large" and plan["fixed_point"] == "price"
+    assert plan["lr_hold_fraction"] == svi.LARGE_LR_HOLD
     assert plan["subsample_size"] == svi.LARGE_SUBSAMPLE and plan["particles"] <= svi.LARGE_PARTICLES
 
 
@@ -172,3 +173,16 @@ def test_float32_fits_flush_subnormals_and_restore_the_default():
     assert float(tiny * 1.0) > 0.0  # flushing ends with the fit
     with svi.precision(torch.float64):
         assert float(tiny * 1.0) > 0.0
+
+
+def test_held_learning_rate_then_decays_to_its_end():
+    from study.methods.optim import ScaledLocAdam
+
+    steps, hold = 3000, 1500
+    optimiser = ScaledLocAdam(None, lr=0.05, lr_decay=(0.0005 / 0.05) ** (1.0 / (steps - hold)), hold_steps=hold)
+    rates = []
+    for t in range(steps + 1):
+        optimiser.steps = t
+        rates.append(optimiser.current_lr)
+    assert rates[0] == rates[hold] == 0.05 and rates[hold + 1] < 0.05
+    assert abs(rates[steps] - 0.0005) < 1e-12

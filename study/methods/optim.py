@@ -36,13 +36,17 @@ class ScaledLocAdam(PyroOptim):
     lr : float
         Initial learning rate.
     lr_decay : float
-        Per-step multiplicative decay (``lr_t = lr * lr_decay**t``).
+        Per-step multiplicative decay (``lr_t = lr * lr_decay**max(0, t - hold_steps)``).
+    hold_steps : int
+        Steps at ``lr`` before the decay starts (0: it starts at once).
     betas, eps : as in ``torch.optim.Adam``.
     """
 
-    def __init__(self, guide, lr: float, lr_decay: float = 1.0, betas=(0.9, 0.99), eps: float = 1e-8):
+    def __init__(self, guide, lr: float, lr_decay: float = 1.0, betas=(0.9, 0.99), eps: float = 1e-8,
+                 hold_steps: int = 0):
         super().__init__(torch.optim.Adam, {"lr": lr})
         self.lr, self.lr_decay, self.betas, self.eps = lr, lr_decay, betas, eps
+        self.hold_steps = hold_steps
         self.steps = 0
         self.moments: dict[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] = {}
         self.scale_of: dict[torch.Tensor, torch.Tensor] = {}
@@ -59,7 +63,7 @@ class ScaledLocAdam(PyroOptim):
 
     @property
     def current_lr(self) -> float:
-        return self.lr * self.lr_decay**self.steps
+        return self.lr * self.lr_decay ** max(0, self.steps - self.hold_steps)
 
     def __call__(self, params, *args, **kwargs) -> None:
         lr = self.current_lr
