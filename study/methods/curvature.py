@@ -209,7 +209,7 @@ LOW_RANK_OVERSAMPLE = 16
 LOW_RANK_FRACTION = 0.5
 # A low-rank decomposition is kept only when it reproduces the factor on fresh random
 # directions to this relative error (float64 round-off is ~1e-13); otherwise the dense one runs.
-LOW_RANK_TOLERANCE = 1e-8
+LOW_RANK_TOLERANCE = 1e-10
 
 
 def factor_eigh(factor: torch.Tensor, rank_bound: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, str]:
