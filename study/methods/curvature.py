@@ -310,7 +310,7 @@ def kron_marginal_variance(factors: list[torch.Tensor], scale: float, prior_prec
 def fit_kfac(run: ModelRun) -> Fit:
     """laplace-torch ``KronLaplace`` with ``CurvlinopsGGN`` at ``z0``; marginal sds from the Kronecker factors.
 
-    The factors are laplace-torch's (``H_facs``), computed without its own eigendecomposition
+    The factors are laplace-torch's (``la.H``), summed without its own eigendecomposition
     of them (``fitted_laplace(decompose=False)``): the marginal variances need one
     decomposition per factor, done once, thin where the factor's rank allows
     (``kron_marginal_variance``), which on the 96,001-weight diabetes network replaces
@@ -325,12 +325,8 @@ def fit_kfac(run: ModelRun) -> Fit:
         raise ValueError("kfac expects one isotropic prior precision")
     # Each factor is a sum over the N examples of outer products of per-output vectors.
     rank_bound = la.n_data * la.n_outputs
-    parts, how = [], []
-    for block in la.H.kfacs:
-        variance, block_how = kron_marginal_variance([f.detach() for f in block], _h_factor(la), float(prior),
-                                                     rank_bound)
-        parts.append(variance)
-        how.append(block_how)
+    parts, how = zip(*(kron_marginal_variance([f.detach() for f in block], _h_factor(la), float(prior), rank_bound)
+                       for block in la.H.kfacs))
     variance = torch.cat(parts)
     if len(variance) != len(index):
         raise ValueError(f"Kronecker factors cover {len(variance)} weights, the module has {len(index)}")
@@ -339,7 +335,7 @@ def fit_kfac(run: ModelRun) -> Fit:
     info.update(
         wall_seconds=time.perf_counter() - start,
         factor_shapes=[[list(f.shape) for f in block] for block in la.H.kfacs],
-        factor_decompositions=how,
+        factor_decompositions=list(how),
         rank_bound=int(rank_bound),
     )
     return run.new_fit("kfac", mean=point, sd=sd, info=info)
