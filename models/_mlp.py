@@ -4,9 +4,11 @@ A network is written once, as a plain ``nn.Sequential`` of ``nn.Linear`` and
 ``nn.Tanh`` layers (``make_mlp``). The Pyro model (``NetworkModel``) samples one
 latent site per module parameter, with an isotropic Gaussian prior, and
 evaluates the *same* module with those weights through
-``torch.func.functional_call``; laplace-torch gets the same module through the
-model's ``laplace_torch`` field (``NetworkModel.laplace_torch``). So the Pyro
-posterior and laplace-torch's posterior are over the same function.
+``torch.func.functional_call`` (one weight set: its layers applied one by one, the
+same operations, so that it can be traced; ``_layer_by_layer``); laplace-torch gets
+the same module through the model's ``laplace_torch`` field
+(``NetworkModel.laplace_torch``). So the Pyro posterior and laplace-torch's
+posterior are over the same function.
 
 Vectorised particles
 --------------------
@@ -33,6 +35,7 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._contract import LaplaceTorchProblem
@@ -100,7 +103,7 @@ def apply_module(module: nn.Module, params: dict[str, torch.Tensor], x: torch.Te
     first = next(iter(params))
     batch = params[first].shape[: params[first].dim() - shapes[first].dim()]
     if len(batch) == 0:
-        return torch.func.functional_call(module, params, (x,))
+        return _layer_by_layer(module, params, x)
     if batch[-1] != 1:
         raise ValueError(
             f"network weights have batch shape {tuple(batch)}; expected () or (particles, 1), "
@@ -110,6 +113,32 @@ def apply_module(module: nn.Module, params: dict[str, torch.Tensor], x: torch.Te
     flat_params = {k: v.reshape((flat,) + tuple(shapes[k].shape)) for k, v in params.items()}
     out = torch.func.vmap(lambda p: torch.func.functional_call(module, p, (x,)))(flat_params)
     return out.reshape(tuple(batch[:-1]) + tuple(out.shape[-2:]))
+
+
+def _layer_by_layer(module: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``functional_call(module, params, (x,))`` for one weight set, written out layer by layer.
+
+    For a ``make_mlp`` network (an ``nn.Sequential`` of ``nn.Linear`` and parameter-free
+    layers) it runs the operations ``functional_call`` runs, ``F.linear`` then the
+    activation, so the two agree bit for bit (tested). Unlike ``functional_call`` it can be
+    traced (``torch.jit.trace`` refuses the stateless API), which the MAP search does
+    (``study.core.jit.exact_trace``): 0.91 ms against 2.08 ms per gradient of ``-log p`` on
+    the 961-weight network. Any other module goes through ``functional_call``.
+
+    The batched path of ``apply_module`` keeps ``vmap(functional_call)``: so the ELBO of a
+    network stays untraceable and eager, as its fits were computed. Traced, its
+    8-particle gradient took as long (5.4 ms against 5.2 ms on the 961-weight network).
+    """
+    if not isinstance(module, nn.Sequential) or any(
+        not isinstance(layer, nn.Linear) and next(layer.parameters(), None) is not None for layer in module
+    ):
+        return torch.func.functional_call(module, params, (x,))
+    for name, layer in module.named_children():
+        if isinstance(layer, nn.Linear):
+            x = F.linear(x, params[f"{name}.weight"], params.get(f"{name}.bias"))
+        else:
+            x = layer(x)
+    return x
 
 
 class NetworkModel:

@@ -1,5 +1,8 @@
 """``study.core.jit``: which traces run without TorchScript's optimisation passes."""
 
+import math
+
+import pytest
 import torch
 
 from study.core.jit import LARGE_GRAPH, checked_trace
@@ -71,3 +74,60 @@ def test_checked_trace_falls_back_on_value_dependent_control_flow_and_untraceabl
 
     compiled, traced, optimise = checked_trace(untraceable, points)
     assert compiled is untraceable and not traced and optimise
+
+
+def test_exact_trace_reproduces_a_model_log_joint_bit_for_bit():
+    # Without the optimisation passes the trace runs the eager operations in the eager order:
+    # value and gradient equal to the last bit, at points it was not checked at too.
+    from conftest import make_run
+    from study.core.jit import exact_trace
+
+    joint = make_run("kidiq-kidscore_momiq", quick=True).joint
+
+    def potential(z):
+        return -joint.log_joint(z)
+
+    generator = torch.Generator().manual_seed(1)
+    points = [joint.init_z + torch.randn(joint.dim, generator=generator, dtype=joint.dtype) for _ in range(4)]
+    compiled, traced = exact_trace(potential, points[:2])
+    assert traced and compiled is not potential
+    for z in points[2:]:
+        z_eager = z.clone().requires_grad_(True)
+        z_traced = z.clone().requires_grad_(True)
+        eager, traced_value = potential(z_eager), compiled(z_traced)
+        eager.backward()
+        traced_value.backward()
+        assert torch.equal(eager.detach(), traced_value.detach())
+        assert torch.equal(z_eager.grad, z_traced.grad)
+
+
+def test_exact_trace_keeps_the_function_where_the_trace_differs_or_fails():
+    from study.core.jit import exact_trace
+
+    def branching(x):  # the trace keeps the branch taken at the first point
+        return (x**2).sum() if float(x.sum()) > 0 else x.sum()
+
+    points = [torch.ones(3, dtype=torch.float64), -torch.ones(3, dtype=torch.float64)]
+    assert exact_trace(branching, points) == (branching, False)
+
+    def untraceable(x):
+        raise RuntimeError("cannot trace")
+
+    assert exact_trace(untraceable, points) == (untraceable, False)
+
+
+def test_a_non_finite_trace_value_is_computed_again_by_the_function():
+    # The trace has no Python checks; where its value is not finite, the function's own
+    # (here, a check that raises) decide, as they would without the trace.
+    from study.core.jit import exact_trace
+
+    def checked_log(x):
+        if not bool((x > 0).all()):
+            raise ValueError("x must be positive")
+        return torch.log(x).sum()
+
+    compiled, traced = exact_trace(checked_log, [torch.ones(3, dtype=torch.float64)])
+    assert traced
+    assert float(compiled(torch.full((3,), 2.0, dtype=torch.float64))) == 3 * math.log(2.0)
+    with pytest.raises(ValueError, match="positive"):
+        compiled(torch.tensor([1.0, -1.0, 2.0], dtype=torch.float64))

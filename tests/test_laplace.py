@@ -181,3 +181,24 @@ def test_map_search_above_the_size_guard_stops_when_a_block_no_longer_lowers_the
     exact = laplace._lbfgs(full, start)
     assert fast.calls < full.calls
     assert float(-fast.log_joint(end)) >= float(-full.log_joint(exact)) - 1e-9
+
+
+@pytest.mark.parametrize("name", ["logistic_breast_cancer", pytest.param("bnn_regression", marks=pytest.mark.slow)])
+def test_the_traced_map_search_ends_where_the_eager_one_ends(name, monkeypatch):
+    # find_map runs L-BFGS on a trace of -log p that reproduces it bit for bit
+    # (study.core.jit.exact_trace): the MAP, and so every fit started from it, must not move.
+    import pyro
+
+    from study.core import jit
+    from study.methods import laplace
+
+    found = {}
+    for mode in ("traced", "eager"):
+        if mode == "eager":
+            monkeypatch.setattr(laplace, "exact_trace", lambda fn, points: (fn, False))
+        pyro.set_rng_seed(0)
+        run = make_run(name, quick=True)
+        assert mode == "eager" or jit.exact_trace(lambda z: -run.joint.log_joint(z), [run.joint.init_z])[1]
+        found[mode] = laplace.find_map(run)
+    assert torch.equal(found["traced"]["z"], found["eager"]["z"])
+    assert found["traced"]["start_potentials"] == found["eager"]["start_potentials"]

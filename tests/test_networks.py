@@ -47,6 +47,32 @@ def test_module_outputs_match_under_vectorised_particles():
         torch.testing.assert_close(out[p], one)
 
 
+def test_one_weight_set_runs_the_operations_of_functional_call_bit_for_bit():
+    # apply_module writes one weight set's forward pass out layer by layer, so that the MAP
+    # search can trace it (functional_call cannot be traced); value and gradient must be
+    # functional_call's to the last bit, or the MAP would move.
+    module = make_mlp([5, 7, 4, 2]).double().requires_grad_(False)  # as NetworkModel holds it
+    X = torch.randn(9, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    params = {k: torch.randn(v.shape, dtype=torch.float64, requires_grad=True)
+              for k, v in module.named_parameters()}
+    out = apply_module(module, params, X)
+    grads = torch.autograd.grad(torch.tanh(out).sum(), list(params.values()))
+    reference = torch.func.functional_call(module, params, (X,))
+    reference_grads = torch.autograd.grad(torch.tanh(reference).sum(), list(params.values()))
+    assert torch.equal(out, reference)
+    assert all(torch.equal(a, b) for a, b in zip(grads, reference_grads))
+    fixed = {k: v.detach() for k, v in params.items()}
+    traced = torch.jit.trace(lambda x: apply_module(module, fixed, x), (X,))
+    assert torch.equal(traced(X), reference.detach())
+
+
+def test_a_module_with_other_parametrised_layers_goes_through_functional_call():
+    module = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 1)).double()
+    X = torch.randn(6, 3, dtype=torch.float64)
+    params = {k: torch.randn(v.shape, dtype=torch.float64) for k, v in module.named_parameters()}
+    assert torch.equal(apply_module(module, params, X), torch.func.functional_call(module, params, (X,)))
+
+
 def test_a_misaligned_particle_batch_is_refused():
     module = make_mlp([5, 6, 2]).double()
     params = {k: torch.randn((3,) + v.shape) for k, v in module.named_parameters()}
