@@ -168,6 +168,10 @@ def find_map(run: ModelRun, max_newton_steps: int = 50) -> dict:
             t *= 0.5
         else:
             break
+        if torch.equal(candidate, z):
+            # The step is below z's resolution: where round-off leaves a gradient the decrement
+            # test cannot see past (float32), the line search would accept it again and again.
+            break
         z = candidate
     potential, grad = joint.potential_and_grad(z)
     if not torch.isfinite(potential):
