@@ -230,3 +230,35 @@ def test_newton_stops_when_its_step_no_longer_moves_the_point():
         torch.set_default_dtype(previous)
     assert found["newton_steps"] <= 2
     assert abs(float(found["z"][0]) - float(y.mean())) < 1e-3
+
+
+def test_a_map_search_that_leaves_what_the_trace_reproduces_is_run_again_eagerly(monkeypatch):
+    # A branch of the model taken at no start is fixed in the trace; where the L-BFGS path ends
+    # in such a region, the end point's value and gradient differ and the eager search decides.
+    import pyro
+    import pyro.distributions as dist
+
+    from models import ModelSpec
+    from study.core.context import ModelRun
+    from study.core.settings import Settings
+    from study.methods import laplace
+
+    def model():
+        x = pyro.sample("x", dist.Normal(torch.tensor(0.0), 10.0))
+        # Python control flow on a value: below 2 the density pulls towards 5, above it towards 3.
+        target = 5.0 if float(x) < 2.0 else 3.0
+        pyro.factor("pull", -0.5 * (x - target) ** 2)
+
+    spec = ModelSpec(name="branching", pretty_name="branching", model=model, data=dict)
+    run = ModelRun.create(spec, Settings.make(quick=True))
+    eager_runs = []
+    original = laplace._lbfgs
+
+    def recording(joint, start, early_stop=False, potential=None):
+        eager_runs.append(potential is None)
+        return original(joint, start, early_stop, potential)
+
+    monkeypatch.setattr(laplace, "_lbfgs", recording)
+    found = laplace.find_map(run)
+    assert eager_runs == [False, True]  # the traced path ended near 5, where the model says 3
+    assert abs(float(found["z"][0]) - 3.0 / (1 + 1 / 100) ) < 1e-6

@@ -80,7 +80,9 @@ def exact_trace(fn: Callable[[torch.Tensor], torch.Tensor],
     difference, value-dependent Python control flow among them, keeps ``fn``), and a
     computation built on it (the MAP search's L-BFGS path) ends where the eager one ends.
     Where the trace's value is not finite, ``fn`` is called instead, so that the model's own
-    checks raise as they would eagerly.
+    checks raise as they would eagerly. A branch taken at none of the points is fixed in the
+    trace as it was taken at ``points[0]``: a caller checks the points it ends at
+    (``same_value_and_grad``).
     It still skips Python and Pyro's per-call work: per gradient of ``-log p``, 0.33 ms
     against 0.84 ms eager on a kidiq regression, 0.54 against 1.38 on the 31-weight network,
     0.91 against 2.08 on the 961-weight one, 21 against 29 on the Lotka-Volterra ODE.
@@ -107,3 +109,11 @@ def exact_trace(fn: Callable[[torch.Tensor], torch.Tensor],
         return value if torch.isfinite(value).all() else fn(z)
 
     return unoptimised, True
+
+
+def same_value_and_grad(fn: Callable[[torch.Tensor], torch.Tensor], other: Callable[[torch.Tensor], torch.Tensor],
+                        z: torch.Tensor) -> bool:
+    """Whether ``fn`` and ``other`` give the same value and gradient at ``z``, bit for bit."""
+    value, grad = _value_and_grad(fn, z)
+    other_value, other_grad = _value_and_grad(other, z)
+    return value == other_value and torch.equal(grad, other_grad)

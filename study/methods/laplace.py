@@ -23,7 +23,7 @@ import torch
 
 from study.core.context import ModelRun
 from study.core.draws import diagonal_gaussian_draws, gaussian_draws
-from study.core.jit import exact_trace
+from study.core.jit import exact_trace, same_value_and_grad
 from study.core.results import Fit
 from study.methods.size_guard import dense_hessian_allowed
 
@@ -125,12 +125,19 @@ def find_map(run: ModelRun, max_newton_steps: int = 50) -> dict:
         ]
     # The L-BFGS paths on a trace of -log p that reproduces the eager one bit for bit at every
     # start (study.core.jit.exact_trace): the same end points, in 40-60% of the time.
-    traced_potential, _ = exact_trace(lambda z: -joint.log_joint(z), starts)
+    def eager_potential(z):
+        return -joint.log_joint(z)
+
+    traced_potential, traced = exact_trace(eager_potential, starts)
+    early_stop = not dense_hessian_allowed(joint.dim)
     found = []
     for start in starts:
         try:
-            end = _lbfgs(joint, start, early_stop=not dense_hessian_allowed(joint.dim),
-                         potential=traced_potential)
+            end = _lbfgs(joint, start, early_stop=early_stop, potential=traced_potential)
+            if traced and not same_value_and_grad(eager_potential, traced_potential, end):
+                # The path left what the trace reproduces (a branch of the model taken at no
+                # start): the eager search instead.
+                end = _lbfgs(joint, start, early_stop=early_stop)
         except (ValueError, RuntimeError):  # a start whose trajectory leaves the support
             if len(starts) == 1:
                 raise
