@@ -83,6 +83,7 @@ def exact_trace(fn: Callable[[torch.Tensor], torch.Tensor],
     checks raise as they would eagerly. A branch taken at none of the points is fixed in the
     trace as it was taken at ``points[0]``: a caller checks the points it ends at
     (``same_value_and_grad``).
+
     It still skips Python and Pyro's per-call work: per gradient of ``-log p``, 0.33 ms
     against 0.84 ms eager on a kidiq regression, 0.54 against 1.38 on the 31-weight network,
     0.91 against 2.08 on the 961-weight one, 21 against 29 on the Lotka-Volterra ODE.

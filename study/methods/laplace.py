@@ -124,7 +124,8 @@ def find_map(run: ModelRun, max_newton_steps: int = 50) -> dict:
             for _ in range(run.spec.map_starts - 1)
         ]
     # The L-BFGS paths on a trace of -log p that reproduces the eager one bit for bit at every
-    # start (study.core.jit.exact_trace): the same end points, in 40-60% of the time.
+    # start (study.core.jit.exact_trace): the same end points, sooner where Python's and Pyro's
+    # per-call work dominates (the 49 default models' searches 38.6 s -> 30.6 s).
     def eager_potential(z):
         return -joint.log_joint(z)
 
