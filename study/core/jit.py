@@ -93,11 +93,8 @@ def exact_trace(fn: Callable[[torch.Tensor], torch.Tensor],
         try:
             with torch.jit.optimized_execution(False):
                 traced = torch.jit.trace(fn, (points[0].detach(),), check_trace=False)
-                for z in points:
-                    value, grad = _value_and_grad(fn, z)
-                    traced_value, traced_grad = _value_and_grad(traced, z)
-                    if value != traced_value or not torch.equal(grad, traced_grad):
-                        return fn, False
+                if not all(same_value_and_grad(fn, traced, z) for z in points):
+                    return fn, False
         except Exception:  # value-dependent control flow, an untraceable operation: stay eager
             return fn, False
 
