@@ -566,8 +566,9 @@ def scale_plan(run: ModelRun) -> dict:
     96,001-weight diabetes network the first layer's sigma travelled 1.8 units of the 2.3
     it needed (median fixed-point residual -0.53). So the large regime holds the rate at
     ``lr_start`` for the first ``LARGE_LR_HOLD`` of the cap and decays it over the rest
-    (``lr_hold_fraction``): the same network then ended with mean residuals +0.036 ± 0.004
-    (first layer) and +0.25 ± 0.12 (second) at the same 3,000 steps.
+    (``lr_hold_fraction``): the same network then ended with mean residuals +0.027 ± 0.005
+    (first layer) and +0.26 ± 0.10 (second) at the same 3,000 steps (``benchmarks/networks.py``,
+    one seed; the figures the README quotes).
     """
     s = run.settings
     n = None

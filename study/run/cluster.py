@@ -9,8 +9,9 @@ study never imports it.
 Tasks. A method that reuses another's fit (``FIT_DEPENDENCIES``: the linear-response
 covariance and the data sweep reuse the mean-field fit, the curvature references are taken
 at its mean, the KL ablation reuses the expected-loss run) travels in one task with it, in
-the order of ``study.methods.METHODS``; every other method is a task of its own. A task is ``study.run.runner.run_model`` on one model and
-those methods, so each fit is computed by the same code, from the same seeds
+the order of ``study.methods.METHODS``; every other method is a task of its own. A task is
+``study.run.runner.run_model`` on one model and those methods, so each fit is computed by
+the same code, from the same seeds
 (``Settings.fit_seed``: per model and method, never from what ran before in the
 process), as in the serial run: the outputs are the same bytes.
 
