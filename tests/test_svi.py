@@ -324,6 +324,32 @@ def test_sigma_starts_at_the_diagonal_laplace_sd():
     assert sigma_start(make_run("eight_schools-eight_schools_noncentered", sigma_start="scale"))[0] is None
 
 
+def test_the_loc_scale_reader_reads_what_the_guide_holds_bit_for_bit():
+    # The fit reads the guide after every step through loc_scale_reader: it must hold the
+    # tensors the optimiser updates in place, so that after steps it still returns exactly
+    # what guide_loc_scale reads through the guide (a model with sites of several shapes
+    # and constraints: eight schools' mu, tau > 0, theta_tilde[8]).
+    from pyro.infer import SVI
+
+    from study.methods.optim import ScaledLocAdam
+    from study.methods.svi import guide_loc_scale, loc_scale_reader
+
+    run = make_run("eight_schools-eight_schools_noncentered")
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    guide = AutoNormal(run.spec.model, init_scale=0.1)
+    guide(**run.data)
+    read = loc_scale_reader(guide, run)
+    svi = SVI(run.spec.model, guide, ScaledLocAdam(guide, lr=0.05), Trace_ELBO())
+    before = read()
+    for _ in range(3):
+        svi.step(**run.data)
+    loc, scale = read()
+    expected_loc, expected_scale = guide_loc_scale(guide, run)
+    assert torch.equal(loc, expected_loc) and torch.equal(scale, expected_scale)
+    assert not torch.equal(loc, before[0]) and not torch.equal(scale, before[1])
+
+
 def test_the_sigma_start_moves_the_start_not_the_answer():
     # From init_scale and from 1/sqrt(H_ii), the stopped, averaged fit must reach the same sigma.
     # Eight schools (non-centred) is not Gaussian in tau, so E_q[H_ii] differs from H_ii at the

@@ -6,11 +6,12 @@ a traced graph of many thousands of nodes (an ODE solved by a few hundred Runge-
 steps) TorchScript's graph-executor optimisation passes took minutes before the first
 optimised call: the Lotka-Volterra model's 14,500-node ELBO had not finished one after
 10 minutes. Without those passes the trace still runs faster than eager code (68 ms
-against 78 ms per step there), so above ``LARGE_GRAPH`` nodes the study runs traces with
-``torch.jit.optimized_execution(False)``. Smaller graphs gain little from the passes either:
-the one-compartment ODE's 2,988-node ELBO took 18-20 ms per step optimised against 12-14 ms
-without, and on seven models of 585-1,933 nodes (regressions, a GP, an HMM, the small
-network) the two were within the machine's noise (about 15%); hence 2,000.
+against 78 ms per step there). Smaller graphs gain nothing from the passes either: the
+one-compartment ODE's 2,988-node ELBO took 18-20 ms per step optimised against 12-14 ms
+without, and the passes cost each SVI fit its first calls. So the SVI loss
+(``study.methods.svi.CheckedJitELBO``) always runs its trace with
+``torch.jit.optimized_execution(False)``, and ``checked_trace`` (NUTS's potential) does so
+above ``LARGE_GRAPH`` nodes.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from pyro.infer.autoguide.initialization import init_to_value
 from tqdm.auto import tqdm
 
 from study.core.context import ModelRun
-from study.core.jit import LARGE_GRAPH, graph_nodes
+from study.core.jit import graph_nodes
 from study.methods.laplace import MapNotFound, map_and_hessian
 from study.methods.optim import ScaledLocAdam
 from study.methods.size_guard import DENSE_HESSIAN_LIMIT
@@ -165,6 +165,31 @@ def guide_loc_scale(guide: AutoNormal, run: ModelRun) -> tuple[torch.Tensor, tor
         locs.append(attrgetter(site.name)(guide.locs).reshape(-1))
         scales.append(attrgetter(site.name)(guide.scales).reshape(-1))
     return torch.cat(locs).detach(), torch.cat(scales).detach()
+
+
+def loc_scale_reader(guide: AutoNormal, run: ModelRun):
+    """A function returning what ``guide_loc_scale(guide, run)`` returns now, the same bits, faster.
+
+    ``guide.locs.<site>`` goes through ``PyroModule.__getattr__`` and the param store on
+    every read: 0.14 ms of a 2 ms step on a kidiq regression, where the fit reads the guide
+    after every step. The reader holds the parameter store's unconstrained tensors (the
+    optimiser updates them in place) and applies each site's own transform, as the guide does.
+    """
+    from torch.distributions import constraints, transform_to
+
+    store = dict(pyro.get_param_store().named_parameters())
+    prefix = guide._pyro_name
+    to_loc, to_scale = transform_to(constraints.real), transform_to(guide.scale_constraint)
+    locs = [store[f"{prefix}.locs.{site.name}"] for site in run.joint.sites]
+    scales = [store[f"{prefix}.scales.{site.name}"] for site in run.joint.sites]
+
+    def read() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            loc = torch.cat([to_loc(u).reshape(-1) for u in locs])
+            scale = torch.cat([to_scale(u).reshape(-1) for u in scales])
+        return loc, scale
+
+    return read
 
 
 @dataclass
@@ -689,8 +714,10 @@ def optimise(
     loss = CheckedJitELBO(plan["particles"], run.joint.max_plate_nesting)
     svi = SVI(model, masked_guide, ScaledLocAdam(guide, lr=lr, lr_decay=lrd, hold_steps=hold), loss)
 
+    read = loc_scale_reader(guide, run)
+
     def snapshot():
-        loc, scale = guide_loc_scale(guide, run)
+        loc, scale = read()
         loc, scale = loc.to("cpu", run.joint.dtype), scale.to("cpu", run.joint.dtype)
         return loc, scale, scale
 
@@ -750,8 +777,10 @@ class CheckedJitELBO(ELBO):
     on the same draws; otherwise (or if compiling fails, e.g. value-dependent Python control
     flow in the model) every step uses plain ``Trace_ELBO``.
 
-    A traced graph of more than ``study.core.jit.LARGE_GRAPH`` nodes runs without
-    TorchScript's graph-executor optimisation passes (``study.core.jit``).
+    The traced graph runs without TorchScript's graph-executor optimisation passes, whatever
+    its size (``study.core.jit``): the passes cost each fit its first optimised calls and
+    made the steps after them no faster (kidiq 1.9 against 1.6 ms per step, garch11 4.2
+    against 3.2; three fits of 300 steps each, one thread).
     """
 
     def __init__(self, num_particles: int, max_plate_nesting: int):
@@ -761,7 +790,6 @@ class CheckedJitELBO(ELBO):
         self.jit = JitTrace_ELBO(ignore_jit_warnings=True, **kwargs)
         self.calls = 0
         self.use_jit: bool | None = None
-        self.optimise_graph = True
 
     def graph_nodes(self) -> int:
         """Nodes of the largest traced graph (0 before the first compiled call)."""
@@ -769,11 +797,8 @@ class CheckedJitELBO(ELBO):
         return max((graph_nodes(fn) for fn in compiled.values()), default=0)
 
     def _compiled(self, model, guide, *args, **kwargs):
-        with torch.jit.optimized_execution(self.optimise_graph):
-            value = self.jit.loss_and_grads(model, guide, *args, **kwargs)
-        if self.calls == 1:
-            self.optimise_graph = self.graph_nodes() <= LARGE_GRAPH
-        return value
+        with torch.jit.optimized_execution(False):
+            return self.jit.loss_and_grads(model, guide, *args, **kwargs)
 
     def loss(self, model, guide, *args, **kwargs):
         return self.plain.loss(model, guide, *args, **kwargs)
