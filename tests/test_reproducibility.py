@@ -27,16 +27,24 @@ def _start(out: Path, workers: int, hash_seed: str, models: list[str], extra: li
     )
 
 
-def _same_bytes_in_fresh_processes(tmp_path: Path, models: list[str], extra: list[str], timeout: float) -> None:
+def _same_bytes_in_fresh_processes(tmp_path: Path, models: list[str], extra: list[str], timeout: float,
+                                   flags_allowed: bool = False) -> None:
     # Both processes at once: two fresh interpreters, one of them fitting in worker processes.
+    # ``flags_allowed``: the quick run of every model flags fits whose 150 steps leave sigma short
+    # of its fixed point; such a run exits 1 (everything written, some fits flagged), and the
+    # flags must then be the same bytes too. A failed fit is never allowed.
     runs = {"one": _start(tmp_path / "one", 1, "1", models, extra),
             "two": _start(tmp_path / "two", 2, "6", models, extra)}
     for name, process in runs.items():
         _, err = process.communicate(timeout=timeout)
-        assert process.returncode == 0, f"{name}: {err[-2000:]}"
+        assert process.returncode in ((0, 1) if flags_allowed else (0,)), f"{name}: {err[-2000:]}"
     one = (tmp_path / "one" / "comparison.csv").read_bytes()
     assert one == (tmp_path / "two" / "comparison.csv").read_bytes()
-    assert one.count(b"\n") > 20 and b",failed," not in one and b",flagged," not in one
+    assert one.count(b"\n") > 20 and b",failed," not in one
+    for name, process in runs.items():
+        assert process.returncode == (1 if b",flagged," in one else 0), name
+    if not flags_allowed:
+        assert b",flagged," not in one
     # results.json: the same document once wall times (and the command line, which names the
     # two --out folders and --workers) are left out.
     first, second = (_without_timings(json.loads((tmp_path / run / "results.json").read_text()))
@@ -67,7 +75,7 @@ def test_same_seed_same_bytes_with_and_without_workers(tmp_path):
 def test_same_seed_same_bytes_for_every_builtin_model(tmp_path):
     # NUTS references, a network started by init_to_sample, posteriordb gold draws (where a
     # database is configured; otherwise those rows read "skipped" in both runs).
-    _same_bytes_in_fresh_processes(tmp_path, list(default_models()), [], timeout=3600)
+    _same_bytes_in_fresh_processes(tmp_path, list(default_models()), [], timeout=3600, flags_allowed=True)
 
 
 def test_different_seeds_give_different_sigma_within_monte_carlo_error():
