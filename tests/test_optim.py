@@ -107,3 +107,45 @@ def test_the_reported_iterate_is_the_average_of_the_last_quarter():
     assert averaged.last_loc.item() == steps - 1
     assert averaged.losses.shape == (steps,)
     assert math.isclose(np.exp(averaged.log_sd[-1, 0]), steps, rel_tol=1e-12)
+
+
+def test_one_call_per_operation_gives_the_bits_of_a_loop_over_the_parameters():
+    # ScaledLocAdam updates every parameter with torch._foreach_* calls. Written as a loop over
+    # the parameters (as it was), the same operations in the same order must give the same
+    # bits: AutoNormal's means and scales of two sites of different sizes, random gradients
+    # over several steps, the means stepping in units of sigma.
+    from pyro.infer.autoguide import AutoNormal
+    from torch.distributions import biject_to
+
+    run = make_run("eight_schools-eight_schools_noncentered")
+    pyro.clear_param_store()
+    guide = AutoNormal(run.spec.model, init_scale=0.1)
+    guide(**run.data)
+    optimiser = ScaledLocAdam(guide, lr=0.05, lr_decay=0.99, hold_steps=1)
+    params = list(dict(pyro.get_param_store().named_parameters()).values())
+    copies = {p: p.detach().clone() for p in params}
+    starts = [p.detach().clone() for p in params]
+    scale_of = {copies[loc]: copies[scale] for loc, scale in optimiser.scale_of.items()}
+    to_scale = biject_to(guide.scale_constraint)
+    moments = {}
+    generator = torch.Generator().manual_seed(0)
+    beta1, beta2, eps = optimiser.betas[0], optimiser.betas[1], optimiser.eps
+    for t in range(1, 6):
+        lr = optimiser.current_lr
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=generator, dtype=p.dtype)
+            copies[p].grad = p.grad.clone()
+        optimiser(set(params))
+        sigma = {loc: to_scale(scale).clone() for loc, scale in scale_of.items()}
+        for p in copies.values():
+            m, v = moments.get(p) or (torch.zeros_like(p), torch.zeros_like(p))
+            m.mul_(beta1).add_(p.grad, alpha=1.0 - beta1)
+            v.mul_(beta2).addcmul_(p.grad, p.grad, value=1.0 - beta2)
+            moments[p] = (m, v)
+            step = lr * (m / (1.0 - beta1**t)) / ((v / (1.0 - beta2**t)).sqrt() + eps)
+            if p in sigma:
+                step = step * sigma[p]
+            p.sub_(step)
+        for p in params:
+            assert torch.equal(p.detach(), copies[p]), t
+    assert scale_of and all(not torch.equal(p.detach(), start) for p, start in zip(params, starts))

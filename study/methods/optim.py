@@ -76,14 +76,29 @@ class ScaledLocAdam(PyroOptim):
             # any update: SVI hands the parameters over as a set, whose order varies between
             # processes, and the result must not depend on it (same seed, same bytes).
             sigma = {loc: self._to_scale(scale).clone() for loc, scale in self.scale_of.items()}
+            params = [p for p in params if p.grad is not None]
+            if not params:
+                return
             for p in params:
-                if p.grad is None:
-                    continue
-                m, v = self.moments.get(p) or (torch.zeros_like(p), torch.zeros_like(p))
-                m.mul_(beta1).add_(p.grad, alpha=1.0 - beta1)
-                v.mul_(beta2).addcmul_(p.grad, p.grad, value=1.0 - beta2)
-                self.moments[p] = (m, v)
-                step = lr * (m / correction1) / ((v / correction2).sqrt() + self.eps)
-                if p in sigma:
-                    step = step * sigma[p]
-                p.sub_(step)
+                if p not in self.moments:
+                    self.moments[p] = (torch.zeros_like(p), torch.zeros_like(p))
+            # Every parameter's update in one call per operation (torch._foreach_*: on the CPU
+            # the same per-tensor operations, in C++), the operations and their order those of
+            # step = lr * (m / correction1) / (sqrt(v / correction2) + eps): the same bits as a
+            # loop over the parameters, without its Python cost (0.18 ms of a 2 ms step on a
+            # kidiq regression).
+            grads = [p.grad for p in params]
+            m = [self.moments[p][0] for p in params]
+            v = [self.moments[p][1] for p in params]
+            torch._foreach_mul_(m, beta1)
+            torch._foreach_add_(m, grads, alpha=1.0 - beta1)
+            torch._foreach_mul_(v, beta2)
+            torch._foreach_addcmul_(v, grads, grads, value=1.0 - beta2)
+            numerator = torch._foreach_div(m, correction1)
+            torch._foreach_mul_(numerator, lr)
+            denominator = torch._foreach_div(v, correction2)
+            torch._foreach_sqrt_(denominator)
+            torch._foreach_add_(denominator, self.eps)
+            steps = torch._foreach_div(numerator, denominator)
+            steps = [step * sigma[p] if p in sigma else step for p, step in zip(params, steps)]
+            torch._foreach_sub_(params, steps)
