@@ -54,6 +54,23 @@ class _Parser(argparse.ArgumentParser):
         raise InputError(message)
 
 
+_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9}
+
+
+def _bytes(text: str) -> int:
+    """``"500M"``, ``"2G"``, ``"1.5G"`` or a number of bytes -> bytes."""
+    number, unit = text.strip()[:-1], text.strip()[-1:].upper()
+    if unit not in _UNITS or unit == "":
+        number, unit = text.strip(), ""
+    try:
+        value = float(number) * _UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 500M, 2G)") from None
+    if not value >= 1e6 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be at least 1M, got {text!r}")
+    return int(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m study.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", metavar="NAME", help="built-in models or groups of them (e.g. networks) to run (default: every model not run on request only)")
@@ -81,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="recompute every fit (default: reuse finished fits from <out>/cache)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the network fits (mean-field SVI, IVON) run (default cpu)")
+    parser.add_argument("--memory-budget", type=_bytes, default=None, metavar="SIZE",
+                        help="memory an exact Hessian may add to a worker while it is built, e.g. 500M or "
+                             "2G (default 1G); it sets how many Hessian-vector products share a pass, "
+                             "never a number of the results")
     parser.add_argument("--list", action="store_true", help="list models and methods, then exit")
     return parser
 
@@ -226,7 +247,8 @@ def _run(argv: list[str] | None) -> int:
         return 0
 
     settings = Settings.make(quick=args.quick, seed=args.seed, svi_steps=args.steps, svi_seeds=args.seeds,
-                             device=None if args.device == "cpu" else args.device)
+                             device=None if args.device == "cpu" else args.device,
+                             memory_budget=args.memory_budget)
     methods = args.methods or list(METHODS)
     command = "python -m study.compare " + " ".join(shlex.quote(a) for a in argv)
     start = time.perf_counter()

@@ -45,7 +45,7 @@ class ModelRun:
         cls, spec: ModelSpec, settings: Settings, data: dict | None = None, progress: bool = False
     ) -> "ModelRun":
         data = spec.data() if data is None else data
-        joint = FlatJoint(spec.model, data, spec.init_loc_fn)
+        joint = FlatJoint(spec.model, data, spec.init_loc_fn, memory_budget=settings.memory_budget)
         return cls(spec=spec, data=data, joint=joint, settings=settings, progress=progress)
 
     @property

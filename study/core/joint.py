@@ -26,6 +26,17 @@ import torch
 from pyro.infer.autoguide.initialization import InitMessenger
 from torch.distributions import biject_to, transforms
 
+from study.core.memory import LiveBytes, large_blocks_from_heap
+from study.core.settings import DEFAULT_MEMORY_BUDGET
+
+# Unit vectors of the first batched pass of a joint's first Hessian, whose bytes are counted.
+HESSIAN_PROBE_ROWS = 2
+# The passes' temporaries come from the heap (``study.core.memory.large_blocks_from_heap``),
+# where a pass's freed blocks sit beside the next pass's: the resident set above the
+# counted bytes measured 1.5-1.8 times them (a 3,000 x 500 design, 10 and 27 products per
+# pass). The budget counts each product twice.
+HEAP_SLACK = 2
+
 
 class ModelScopeError(ValueError):
     """The model is outside what the study can answer (e.g. a discrete latent)."""
@@ -173,6 +184,10 @@ class FlatJoint:
         Pyro model, called as ``model(**data)``.
     data : mapping
         Keyword arguments of the model, observations included.
+    init_loc_fn : callable, optional
+        Pyro init strategy of the start point (default: ``z = 0``).
+    memory_budget : int
+        Bytes an exact Hessian may add to the process while it is built (``hessian_chunk``).
     """
 
     def __init__(
@@ -180,8 +195,13 @@ class FlatJoint:
         model: Callable[..., Any],
         data: Mapping[str, Any],
         init_loc_fn: Callable[..., Any] | None = None,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
     ):
         self.model = model
+        self.memory_budget = int(memory_budget)
+        # Bytes of one Hessian-vector product, measured at the first one (``hvp_at``).
+        self.hvp_bytes: int | None = None
+        self.last_hessian_chunk: int | None = None
         self.data = dict(data)
         # The prototype trace fixes the sites, their shapes and the default start
         # point; an init strategy (not the prior) supplies the values, so improper
@@ -398,31 +418,78 @@ class FlatJoint:
         (grad,) = torch.autograd.grad(potential, z)
         return potential.detach(), grad
 
-    # Unit vectors per batched backward pass of ``hessian``: a 256 x d block of them and
-    # its intermediates stay small next to the d x d result.
-    HESSIAN_CHUNK = 256
+    def hvp_at(self, z: torch.Tensor):
+        """``U(z)``, its gradient and the Hessian-vector product ``v -> H v`` at one point.
+
+        ``hvp(v)`` takes ``v`` of shape ``(d,)``, or ``(k, d)`` with ``batched=True`` (one
+        vectorised backward pass for the ``k`` products, ``H v_j`` in row ``j``). The first
+        products of a joint are counted (``study.core.memory.LiveBytes``): their bytes per
+        product set how many later passes batch (``hessian_chunk``).
+        """
+        z = z.detach().requires_grad_(True)
+        potential = -self.log_joint(z)
+        (grad,) = torch.autograd.grad(potential, z, create_graph=True)
+
+        def hvp(v: torch.Tensor, batched: bool = False) -> torch.Tensor:
+            if self.hvp_bytes is not None:
+                return torch.autograd.grad(grad, z, v, retain_graph=True, is_grads_batched=batched)[0]
+            with LiveBytes() as live:
+                out = torch.autograd.grad(grad, z, v, retain_graph=True, is_grads_batched=batched)[0]
+            self.hvp_bytes = max(1, math.ceil(live.peak / (v.shape[0] if batched else 1)))
+            return out
+
+        return potential.detach(), grad.detach(), hvp
+
+    def hessian_chunk(self) -> int:
+        """Hessian-vector products per batched pass within ``memory_budget`` (at least one).
+
+        The budget holds what building a Hessian adds to the process: the ``d x d`` result
+        with its symmetrisation (three ``d x d`` arrays) and ``k`` products at their
+        measured bytes each (``hvp_bytes``), twice over (``HEAP_SLACK``). Which rows share a pass does not change a bit
+        of the result (tested). What the process held before is not counted: ``import
+        torch`` alone holds 0.74 GB of a CUDA build's libraries, on a CPU too.
+        """
+        if self.hvp_bytes is None:
+            raise RuntimeError("hessian_chunk before any Hessian-vector product was measured")
+        held = 3 * self.dim * self.dim * self.init_z.element_size()
+        per_product = HEAP_SLACK * self.hvp_bytes
+        return int(max(1, min(self.dim, (self.memory_budget - held) // per_product)))
 
     def hessian(self, z: torch.Tensor) -> torch.Tensor:
         """Exact Hessian of ``U(z) = -log p(z, y)`` at one point, shape ``(d, d)``.
 
-        Built from the gradient by Hessian-vector products with the unit vectors,
-        ``HESSIAN_CHUNK`` of them per vectorised backward pass
-        (``torch.autograd.grad(..., is_grads_batched=True)``: 4x faster than one pass per
-        row at d = 2,000), then symmetrised. A model whose backward pass cannot be
-        vectorised gets one pass per row. Memory: the ``d x d`` result and one chunk.
+        Built from the gradient by Hessian-vector products with the unit vectors, as many
+        per vectorised backward pass (``torch.autograd.grad(..., is_grads_batched=True)``)
+        as ``memory_budget`` allows at the measured bytes of one product
+        (``hessian_chunk``), then symmetrised. A model whose backward pass cannot be
+        vectorised gets one pass per row. A model that broadcasts its data against the
+        weights (``(X * w).sum(-1)``) holds an ``N x d`` temporary per product: at
+        ``N = 3,000``, ``d = 2,000`` the former fixed 256 products per pass held 12 GB.
         """
-        z = z.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(-self.log_joint(z), z, create_graph=True)
-        H = torch.empty((self.dim, self.dim), dtype=z.dtype)
+        _, _, hvp = self.hvp_at(z)
+        d = self.dim
+        H = torch.empty((d, d), dtype=z.dtype)
+
+        def rows(a: int, b: int) -> torch.Tensor:
+            units = torch.zeros((b - a, d), dtype=z.dtype)
+            units[:, a:b].fill_diagonal_(1.0)
+            return hvp(units, batched=True)
+
         try:
-            for a in range(0, self.dim, self.HESSIAN_CHUNK):
-                b = min(a + self.HESSIAN_CHUNK, self.dim)
-                units = torch.zeros((b - a, self.dim), dtype=z.dtype)
-                units[:, a:b].fill_diagonal_(1.0)
-                H[a:b] = torch.autograd.grad(grad, z, units, retain_graph=True, is_grads_batched=True)[0]
+            a = 0
+            if self.hvp_bytes is None:  # the first pass measures the bytes of a product
+                a = min(HESSIAN_PROBE_ROWS, d)
+                H[:a] = rows(0, a)
+            chunk = self.last_hessian_chunk = self.hessian_chunk()
+            with large_blocks_from_heap(chunk * self.hvp_bytes):
+                while a < d:
+                    b = min(a + chunk, d)
+                    H[a:b] = rows(a, b)
+                    a = b
         except RuntimeError:  # vmap cannot run some backward: one pass per row
-            for i in range(self.dim):
-                H[i] = torch.autograd.grad(grad[i], z, retain_graph=True)[0]
+            self.last_hessian_chunk = 1
+            for i in range(d):
+                H[i] = hvp(torch.eye(1, d, i, dtype=z.dtype)[0])
         return 0.5 * (H + H.T)
 
     def hessian_diagonal_batched(self, z: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, replace
 
 # Master seeds are in [0, MAX_SEED).
 MAX_SEED = 2**32
+# Bytes an exact Hessian may add to a worker while it is built (``Settings.memory_budget``).
+DEFAULT_MEMORY_BUDGET = 10**9
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,11 @@ class Settings:
     device : str
         ``"cpu"`` or ``"cuda"``: where the network fits (mean-field SVI, IVON) run.
         Everything else, and every result, stays on the CPU.
+    memory_budget : int
+        Bytes an exact Hessian may add to a worker while it is built
+        (``study.core.joint.FlatJoint.hessian_chunk``). It decides how many Hessian-vector
+        products share a batched pass, which changes no bit of a result, so it is not part
+        of a fit's cache key (``RESULT_NEUTRAL``).
     """
 
     seed: int = 0
@@ -118,6 +125,7 @@ class Settings:
     stop_sigma_drift: float = 0.01
     stop_sigma_drift_max: float = 0.025
     stop_loss_z: float = 2.0
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
 
     def __post_init__(self):
         if self.sigma_start not in ("laplace", "scale"):
@@ -161,3 +169,11 @@ class Settings:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def result_dict(self) -> dict:
+        """The settings that can change a result: ``as_dict`` less ``RESULT_NEUTRAL``."""
+        return {k: v for k, v in asdict(self).items() if k not in RESULT_NEUTRAL}
+
+
+# Settings that change how a result is computed, never the result (so not a fit's cache key).
+RESULT_NEUTRAL = ("memory_budget",)

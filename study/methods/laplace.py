@@ -96,8 +96,47 @@ def _lbfgs(joint, start: torch.Tensor, early_stop: bool = False, potential=None)
     return z.detach()
 
 
+# Relative residual at which a Newton step's conjugate-gradient solve stops.
+CG_RTOL = 1e-10
+
+
+def conjugate_gradient(hvp, b: torch.Tensor, max_iter: int, rtol: float = CG_RTOL):
+    """``H^-1 b`` by conjugate gradients, with ``H`` only through ``hvp(v) = H v``.
+
+    Returns ``(x, products)``: ``x`` is ``None`` where a search direction meets curvature
+    that is not positive (``H`` is not positive definite there). Stops at a residual of
+    ``rtol |b|`` or after ``max_iter`` products; an unfinished ``x`` is still a descent
+    direction for a positive definite ``H`` (every iterate from ``x = 0`` is).
+    """
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = r.clone()
+    rr = r @ r
+    stop = (rtol * b.norm()) ** 2
+    products = 0
+    while products < max_iter and rr > stop:
+        hp = hvp(p)
+        products += 1
+        curvature = p @ hp
+        if not curvature > 0:
+            return None, products
+        alpha = rr / curvature
+        x = x + alpha * p
+        r = r - alpha * hp
+        rr_next = r @ r
+        p = r + (rr_next / rr) * p
+        rr = rr_next
+    return x, products
+
+
 def find_map(run: ModelRun, max_newton_steps: int = 50) -> dict:
-    """Mode of ``log p(z, y)``: L-BFGS, then Newton steps with the exact Hessian.
+    """Mode of ``log p(z, y)``: L-BFGS, then Newton steps by conjugate gradients, then one Hessian.
+
+    Each Newton step solves ``H step = grad`` by conjugate gradients on Hessian-vector
+    products (``conjugate_gradient``), so no dense Hessian is built until the search has
+    stopped; the exact Hessian at the mode is built once, in chunks within the run's memory
+    budget (``study.core.joint.FlatJoint.hessian``). With a dense Hessian per step the
+    usual two Newton steps cost two Hessians, d products each.
 
     Above the size guard (``study.methods.size_guard.DENSE_HESSIAN_LIMIT``) the
     search is L-BFGS alone, stopped when it no longer lowers ``-log p`` by a nat per
@@ -150,19 +189,17 @@ def find_map(run: ModelRun, max_newton_steps: int = 50) -> dict:
         raise MapNotFound(f"every one of {len(starts)} MAP searches reached a non-finite log density")
     start_potentials = [p for p, _ in found]
     z = min(found, key=lambda pair: pair[0])[1]
-    newton_steps = 0
-    hessian, hessian_at = None, None
+    newton_steps = cg_products = 0
     if not dense_hessian_allowed(joint.dim):
         max_newton_steps = 0
     for newton_steps in range(1, max_newton_steps + 1):
-        potential, grad = joint.potential_and_grad(z)
+        potential, grad, hvp = joint.hvp_at(z)
         if not torch.isfinite(potential):
             raise MapNotFound(f"MAP search reached a non-finite log density ({potential.item()})")
-        hessian, hessian_at = joint.hessian(z), z
-        chol, info = torch.linalg.cholesky_ex(hessian)
-        if info != 0:
+        step, products = conjugate_gradient(hvp, grad, max_iter=2 * joint.dim + 10)
+        cg_products += products
+        if step is None:
             break  # not locally convex: leave it to the positive-definiteness check
-        step = torch.cholesky_solve(grad[:, None], chol)[:, 0]
         decrement = float(grad @ step)  # Newton decrement squared: 2 x predicted decrease
         # Below ~1e-13 |U| the decrease is lost in float64 round-off of U itself.
         if decrement < 1e-13 * max(1.0, abs(float(potential))):
@@ -185,10 +222,7 @@ def find_map(run: ModelRun, max_newton_steps: int = 50) -> dict:
     if not torch.isfinite(potential):
         raise MapNotFound(f"MAP search reached a non-finite log density ({potential.item()})")
     if dense_hessian_allowed(joint.dim):
-        # The last Newton step's Hessian when the search stopped where it was taken (the usual
-        # case): each Hessian costs d Hessian-vector products.
-        if hessian_at is None or not torch.equal(hessian_at, z):
-            hessian = joint.hessian(z)
+        hessian = joint.hessian(z)  # the search's one dense Hessian: d Hessian-vector products
         if not torch.isfinite(hessian).all():
             raise MapNotFound("Hessian at the MAP has non-finite entries")
     else:
@@ -199,6 +233,7 @@ def find_map(run: ModelRun, max_newton_steps: int = 50) -> dict:
         "potential": float(potential),
         "grad_norm": float(grad.norm()),
         "newton_steps": newton_steps,
+        "newton_cg_products": cg_products,
         "wall_seconds": time.perf_counter() - start_time,
         "start_potentials": start_potentials,
     }
@@ -221,6 +256,7 @@ def _curvature_info(found: dict) -> dict:
         "map_grad_norm": found["grad_norm"],
         "map_log_joint": -found["potential"],
         "newton_steps": found["newton_steps"],
+        "newton_cg_products": found.get("newton_cg_products"),
         "map_start_potentials": found.get("start_potentials"),
         "hessian_min_eigenvalue": smallest,
         "hessian_max_eigenvalue": largest,

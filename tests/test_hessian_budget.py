@@ -1,0 +1,147 @@
+"""The exact Hessian within a memory budget, and the MAP search's Newton steps by conjugate gradients.
+
+A model written the way the README teaches, ``(X * w).sum(-1)``, holds an ``N x d``
+temporary in every Hessian-vector product; the number of products per batched pass follows
+from their measured bytes and the budget, and must change no bit of the Hessian. The
+oracle for the MAP search is a plain dense Newton iteration written here with
+``torch.autograd.functional.hessian``.
+"""
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from models import ModelSpec
+from study.compare import main
+from study.core.context import ModelRun
+from study.core.joint import FlatJoint
+from study.core.memory import LiveBytes
+from study.core.settings import Settings
+from study.methods import laplace
+from study.run.cache import fit_key
+
+N, D = 300, 40
+
+
+def model(X, y):
+    w = pyro.sample("w", dist.Normal(torch.zeros(X.shape[-1], dtype=X.dtype), 1.0).to_event(1))
+    s = pyro.sample("s", dist.HalfNormal(torch.tensor(1.0, dtype=X.dtype)))
+    with pyro.plate("data", X.shape[-2]):
+        pyro.sample("y", dist.Normal((X * w).sum(-1), s), obs=y)
+
+
+def data():
+    generator = torch.Generator().manual_seed(0)
+    X = torch.randn(N, D, generator=generator, dtype=torch.float64)
+    w = torch.randn(D, generator=generator, dtype=torch.float64)
+    return {"X": X, "y": X @ w + 0.5 * torch.randn(N, generator=generator, dtype=torch.float64)}
+
+
+SPEC = ModelSpec(name="broadcast_regression", pretty_name="broadcast regression", model=model, data=data)
+
+
+def test_live_bytes_counts_what_is_alive_at_once_not_what_was_ever_allocated():
+    before = torch.ones(10_000)  # existed before the block: not counted
+    with LiveBytes() as live:
+        a = torch.ones(1000, dtype=torch.float64)
+        del a
+        b = torch.ones(1000, dtype=torch.float64)
+        c = b + before[:1000]
+        del b, c
+    assert live.peak == 2 * 8000
+    with LiveBytes() as live:
+        x = torch.ones(5000, dtype=torch.float64) * 2.0  # ones and the product: both alive at the multiply
+    assert live.peak == 2 * 40_000
+    del x
+
+
+def test_a_products_bytes_are_measured_and_hold_the_broadcast_temporary():
+    joint = FlatJoint(model, data())
+    joint.hessian(joint.init_z)
+    # Each product through (X * w).sum(-1) holds at least one N x d temporary.
+    assert joint.hvp_bytes >= N * D * 8
+
+
+@pytest.mark.parametrize("budget", [1, 3, 10**9])
+def test_the_budget_sets_the_products_per_pass_and_no_bit_of_the_hessian(budget):
+    z = 0.1 * torch.randn(D + 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    whole = FlatJoint(model, data(), memory_budget=10**12)
+    expected = whole.hessian(z)
+    assert whole.last_hessian_chunk == D + 1  # everything in one pass
+    joint = FlatJoint(model, data(), memory_budget=10**12)
+    joint.hessian(z)  # measures a product's bytes
+    held = 3 * (D + 1) ** 2 * 8
+    per_product = 2 * joint.hvp_bytes  # the heap's slack (HEAP_SLACK)
+    joint.memory_budget = held + budget * per_product if budget < 100 else budget
+    got = joint.hessian(z)
+    chunk = min(budget, D + 1) if budget < 100 else max(1, min(D + 1, (budget - held) // per_product))
+    assert joint.last_hessian_chunk == chunk
+    assert torch.equal(got, expected)
+    reference = torch.autograd.functional.hessian(lambda v: -joint.log_joint(v), z)
+    torch.testing.assert_close(got, reference, rtol=1e-12, atol=1e-10)
+
+
+def test_conjugate_gradient_solves_a_positive_definite_system_and_refuses_an_indefinite_one():
+    generator = torch.Generator().manual_seed(0)
+    A = torch.randn(30, 30, generator=generator, dtype=torch.float64)
+    H = A @ A.T + 0.1 * torch.eye(30, dtype=torch.float64)
+    b = torch.randn(30, generator=generator, dtype=torch.float64)
+    x, products = laplace.conjugate_gradient(lambda v: H @ v, b, max_iter=200)
+    np.testing.assert_allclose((H @ x).numpy(), b.numpy(), rtol=0, atol=1e-9 * float(b.norm()))
+    assert products <= 200
+    indefinite = torch.diag(torch.tensor([1.0, 2.0, -1.0], dtype=torch.float64))
+    step, _ = laplace.conjugate_gradient(lambda v: indefinite @ v, torch.ones(3, dtype=torch.float64), max_iter=10)
+    assert step is None
+
+
+def _dense_newton_map(joint, start):
+    """The oracle: Newton's method with the dense autograd Hessian, to the round-off floor."""
+    z = start.clone()
+    for _ in range(50):
+        z_ = z.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(-joint.log_joint(z_), z_)
+        H = torch.autograd.functional.hessian(lambda v: -joint.log_joint(v), z)
+        step = torch.linalg.solve(H, grad)
+        if float(grad @ step) < 1e-20:
+            break
+        z = z - step
+    return z, torch.autograd.functional.hessian(lambda v: -joint.log_joint(v), z)
+
+
+def test_the_map_search_builds_one_dense_hessian_and_ends_where_dense_newton_ends(monkeypatch):
+    run = ModelRun.create(SPEC, Settings.make(quick=True))
+    calls = []
+    real = FlatJoint.hessian
+    monkeypatch.setattr(FlatJoint, "hessian", lambda self, z: calls.append(z) or real(self, z))
+    found = laplace.find_map(run)
+    assert len(calls) == 1 and torch.equal(calls[0], found["z"])
+    assert found["newton_cg_products"] > 0
+    # The Hessian is the exact one at the point found ...
+    exact = torch.autograd.functional.hessian(lambda v: -run.joint.log_joint(v), found["z"])
+    np.testing.assert_allclose(found["hessian"].numpy(), exact.numpy(), rtol=1e-10, atol=1e-10)
+    # ... and the point meets the search's stopping rule by the dense Newton decrement, so it
+    # lies within what that rule allows of the mode that dense Newton reaches.
+    potential, grad = run.joint.potential_and_grad(found["z"])
+    floor = 1e-13 * abs(float(potential))
+    assert float(grad @ torch.linalg.solve(exact, grad)) < floor
+    z, _ = _dense_newton_map(run.joint, found["z"])
+    smallest = float(torch.linalg.eigvalsh(exact)[0])
+    np.testing.assert_allclose(found["z"].numpy(), z.numpy(), rtol=0, atol=np.sqrt(2 * floor / smallest))
+
+
+def test_the_memory_budget_is_not_part_of_a_fits_cache_key():
+    fingerprint = {"model": "m"}
+    assert fit_key(fingerprint, "laplace_full", Settings.make(memory_budget=10**8)) == \
+        fit_key(fingerprint, "laplace_full", Settings.make())
+    assert fit_key(fingerprint, "laplace_full", Settings.make(seed=1)) != \
+        fit_key(fingerprint, "laplace_full", Settings.make())
+
+
+@pytest.mark.parametrize("value", ["lots", "0", "-1G", "10K", "nanG"])
+def test_a_bad_memory_budget_is_one_line_and_exit_2(value, tmp_path, capsys):
+    assert main(["--models", "seed_linear", "--memory-budget", value, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "memory-budget" in err[0]
+    assert not (tmp_path / "out").exists()
