@@ -1,8 +1,14 @@
 """Where the study's time goes: per (model, method) and per run, cold and warm; and the SVI step.
 
-    python benchmarks/speed.py [--models NAME ...] [--quick] [--steps-per-check 300]
+    python benchmarks/speed.py [--models NAME ...] [--model FILE ...] [--quick] [--steps-per-check 300]
                                [--step-models seed_linear logistic_breast_cancer]
-                               [--out reports/speed.json]
+                               [--baseline OLD_CHECKOUT --repeats 3] [--out reports/speed.json]
+
+With ``--baseline`` (a checkout of the old code, e.g. ``git worktree add ../old <commit>``)
+the cold run is timed ``--repeats`` times for the old and the current code in turn (old,
+new, old, new, ...), so that both see the same machine, and the medians are compared:
+wall time, the fits' seconds per method, and the largest resident set of any of the run's
+processes (``wait4``). No warm run and no SVI step then.
 
 1. **Runs.** ``python -m study.compare`` in a fresh process on a fresh output folder (cold:
    every fit computed and stored in the cache), then the same command again on that folder
@@ -33,15 +39,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_once(out: Path, extra: list[str]) -> dict:
-    """One ``study.compare`` run in a fresh process; its wall time and what its results.json says."""
+def run_once(out: Path, extra: list[str], root: Path = ROOT) -> dict:
+    """One ``study.compare`` run of the code in ``root``, in a fresh process; its wall time, the
+    largest resident set of its processes and what its results.json says."""
     command = [sys.executable, "-m", "study.compare", "--out", str(out), "--no-progress", *extra]
     start = time.perf_counter()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=stderr,
+                                   env=dict(os.environ, PYTHONPATH=str(root)))
+        # wait4: the run's rusage, whose ru_maxrss is the largest of the process and its workers.
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        stderr.seek(0)
+        errors = stderr.read().decode(errors="replace")
     wall = time.perf_counter() - start
-    if result.returncode not in (0, 1):
-        raise SystemExit(f"study run failed ({result.returncode}): {result.stderr.strip().splitlines()[-1:]}")
+    if process.returncode not in (0, 1):
+        raise SystemExit(f"study run failed ({process.returncode}): {errors.strip().splitlines()[-1:]}")
     results = json.loads((out / "results.json").read_text())
     per_fit, per_model, reused = {}, {}, 0
     for name, model in results["models"].items():
@@ -53,9 +66,35 @@ def run_once(out: Path, extra: list[str]) -> dict:
                 per_fit[f"{name}/{method}"] = {
                     "seconds": info.get("wall_seconds"), "cache": info.get("cache"),
                     "steps": info.get("steps_per_seed", info.get("steps")),
+                    "peak_rss_above_base_bytes": info.get("peak_rss_above_base_bytes"),
                 }
-    return {"wall_seconds": wall, "fits_seconds": results.get("wall_seconds"), "exit_code": result.returncode,
-            "fits_reused": reused, "per_model_seconds": per_model, "per_fit": per_fit}
+    return {"wall_seconds": wall, "fits_seconds": results.get("wall_seconds"), "exit_code": process.returncode,
+            "max_rss_bytes": usage.ru_maxrss * 1024, "fits_reused": reused, "per_model_seconds": per_model,
+            "per_fit": per_fit}
+
+
+def compare_in_turn(baseline: Path, extra: list[str], repeats: int) -> dict:
+    """The cold run of the old code (``baseline``) and of this checkout, in turn, ``repeats`` times."""
+    runs: dict[str, list[dict]] = {"old": [], "new": []}
+    for repeat in range(repeats):
+        for label, root in (("old", baseline), ("new", ROOT)):
+            with tempfile.TemporaryDirectory() as folder:
+                run = run_once(Path(folder) / "out", extra + ["--no-cache"], root)
+            run["per_method_seconds"] = per_method(run["per_fit"])
+            runs[label].append(run)
+            print(f"{label} #{repeat + 1}: {run['wall_seconds']:.1f} s wall (fits {run['fits_seconds']:.1f} s), "
+                  f"largest resident set {run['max_rss_bytes'] / 1e9:.2f} GB", flush=True)
+    summary = {}
+    for label, group in runs.items():
+        methods = sorted({m for run in group for m in run["per_method_seconds"]})
+        summary[label] = {
+            "median_wall_seconds": statistics.median(r["wall_seconds"] for r in group),
+            "median_fits_seconds": statistics.median(r["fits_seconds"] for r in group),
+            "median_max_rss_bytes": statistics.median(r["max_rss_bytes"] for r in group),
+            "median_per_method_seconds": {
+                m: statistics.median(r["per_method_seconds"].get(m, 0.0) for r in group) for m in methods},
+        }
+    return {"repeats": repeats, "runs": runs, "medians": summary}
 
 
 def per_method(per_fit: dict) -> dict:
@@ -123,9 +162,20 @@ def time_svi_step(name: str, steps: int, particles: int) -> dict:
             "ratio": pyro_step / plain_step}
 
 
+def machine() -> dict:
+    return {"cpus": os.cpu_count(), "load_average": os.getloadavg(), "python": platform.python_version(),
+            "platform": platform.platform(), "date": time.strftime("%Y-%m-%d")}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", metavar="NAME", help="built-in models (default: all)")
+    parser.add_argument("--model", nargs="+", metavar="FILE", help="model files, passed to study.compare")
+    parser.add_argument("--baseline", type=Path, metavar="OLD_CHECKOUT",
+                        help="a checkout of the old code: time old and new cold runs in turn")
+    parser.add_argument("--repeats", type=int, default=1, help="with --baseline: runs of each (default 1)")
+    parser.add_argument("--study-args", nargs="+", default=[], metavar="ARG",
+                        help="further study.compare arguments (e.g. --study-args=--memory-budget=500M)")
     parser.add_argument("--methods", nargs="+", metavar="NAME", help="methods (default: all)")
     parser.add_argument("--quick", action="store_true", help="time the --quick run instead of the default one")
     parser.add_argument("--workers", type=int, help="passed to study.compare")
@@ -136,8 +186,22 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     extra = (["--quick"] if args.quick else []) + (["--models", *args.models] if args.models else []) \
         + (["--methods", *args.methods] if args.methods else []) \
-        + (["--workers", str(args.workers)] if args.workers else [])
+        + (["--workers", str(args.workers)] if args.workers else []) \
+        + (["--model", *[str(Path(f).resolve()) for f in args.model]] if args.model else []) + args.study_args
     report: dict = {"command_extra": extra}
+    if args.baseline is not None:
+        report["baseline"] = str(args.baseline)
+        report.update(compare_in_turn(args.baseline.resolve(), extra, args.repeats))
+        for label, medians in report["medians"].items():
+            print(f"{label}: median {medians['median_wall_seconds']:.1f} s wall, fits "
+                  f"{medians['median_fits_seconds']:.1f} s, largest resident set "
+                  f"{medians['median_max_rss_bytes'] / 1e9:.2f} GB; per method: "
+                  + ", ".join(f"{m} {v:.1f}" for m, v in medians["median_per_method_seconds"].items()))
+        report["machine"] = machine()
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {args.out}")
+        return 0
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "out"
         cold = run_once(out, extra)
@@ -157,8 +221,7 @@ def main(argv=None) -> int:
               f"{1e3 * row['plain_torch_seconds_per_step']:.2f} ms, ratio {row['ratio']:.2f}")
     if steps:
         report["svi_step_median_ratio"] = statistics.median(r["ratio"] for r in steps)
-    report["machine"] = {"cpus": os.cpu_count(), "load_average": os.getloadavg(),
-                         "python": platform.python_version(), "platform": platform.platform()}
+    report["machine"] = machine()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out}")

@@ -110,12 +110,17 @@ def _dense_newton_map(joint, start):
     return z, torch.autograd.functional.hessian(lambda v: -joint.log_joint(v), z)
 
 
-def test_the_map_search_builds_one_dense_hessian_and_ends_where_dense_newton_ends(monkeypatch):
-    run = ModelRun.create(SPEC, Settings.make(quick=True))
+def test_where_the_hessian_takes_several_passes_the_map_search_builds_it_once_at_the_mode(monkeypatch):
+    # A budget of one product per pass, so Newton steps go by conjugate gradients.
+    probe = FlatJoint(model, data())
+    probe.hessian(probe.init_z)
+    budget = 3 * (D + 1) ** 2 * 8 + 2 * probe.hvp_bytes
+    run = ModelRun.create(SPEC, Settings.make(quick=True, memory_budget=budget))
     calls = []
     real = FlatJoint.hessian
     monkeypatch.setattr(FlatJoint, "hessian", lambda self, z: calls.append(z) or real(self, z))
     found = laplace.find_map(run)
+    assert run.joint.last_hessian_chunk == 1
     assert len(calls) == 1 and torch.equal(calls[0], found["z"])
     assert found["newton_cg_products"] > 0
     # The Hessian is the exact one at the point found ...
@@ -129,6 +134,12 @@ def test_the_map_search_builds_one_dense_hessian_and_ends_where_dense_newton_end
     z, _ = _dense_newton_map(run.joint, found["z"])
     smallest = float(torch.linalg.eigvalsh(exact)[0])
     np.testing.assert_allclose(found["z"].numpy(), z.numpy(), rtol=0, atol=np.sqrt(2 * floor / smallest))
+    # Within the default budget the Hessian is one pass: the search solves each Newton step
+    # with it, as it did before there was a budget, and ends at the same point.
+    one_pass = laplace.find_map(ModelRun.create(SPEC, Settings.make(quick=True)))
+    assert one_pass["newton_cg_products"] == 0
+    np.testing.assert_allclose(one_pass["z"].numpy(), found["z"].numpy(), rtol=0,
+                               atol=np.sqrt(2 * floor / smallest))
 
 
 def test_the_memory_budget_is_not_part_of_a_fits_cache_key():
