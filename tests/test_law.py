@@ -185,3 +185,59 @@ def test_the_gold_summary_path_returns_the_shipped_summary(name):
     np.testing.assert_array_equal(fit.sd, summary.sd)
     np.testing.assert_array_equal(fit.draws, summary.thinned)
     assert fit.info["sd_se"] == summary.mcse_sd.tolist() and fit.info["n_draws"] == summary.n_draws
+
+
+# -- the Bambi parameterisation of kidiq's interaction model -------------------------------------
+
+
+def _kidiq_columns() -> np.ndarray:
+    """mom_hs, mom_iq and their product, read with NumPy from the shipped data file."""
+    import json
+    import zipfile
+
+    from models._posteriordb import SHIPPED
+
+    record = json.loads((SHIPPED / "posterior_database" / "posteriors" / "kidiq-kidscore_interaction.json").read_text())
+    with zipfile.ZipFile(SHIPPED / "posterior_database" / "data" / "data" / f"{record['data_name']}.json.zip") as zf:
+        (member,) = zf.namelist()
+        raw = json.loads(zf.read(member))
+    hs, iq = np.asarray(raw["mom_hs"], dtype=float), np.asarray(raw["mom_iq"], dtype=float)
+    return np.column_stack([hs, iq, hs * iq])
+
+
+def test_bambi_kidiq_reference_is_the_exact_image_of_the_gold_draws():
+    uncentred = load_reference_summary("kidiq-kidscore_interaction")
+    run = make_run("kidiq-kidscore_interaction_bambi")
+    fit = fit_reference(run)
+    assert fit.info["kind"] == "gold draws" and fit.info["n_draws"] == uncentred.n_draws
+    means = _kidiq_columns().mean(0)
+    # The design: each column centred at its mean, the product formed before centring.
+    np.testing.assert_allclose(run.data["X"].numpy()[:, 1:], _kidiq_columns() - means, rtol=0, atol=1e-9)
+    # Slopes and sigma are the uncentred model's; the intercept's mean moves by means . slopes.
+    np.testing.assert_array_equal(fit.sd[1:], uncentred.sd[1:])
+    np.testing.assert_array_equal(fit.mean[1:], uncentred.mean[1:])
+    np.testing.assert_allclose(fit.mean[0], uncentred.mean[0] + means @ uncentred.mean[1:4], rtol=1e-12)
+    # The shipped draws are the uncentred thinned draws through the same map.
+    mapped = uncentred.thinned.copy()
+    mapped[..., 0] += mapped[..., 1:4] @ means
+    np.testing.assert_allclose(fit.draws, mapped, rtol=1e-12, atol=1e-9)
+
+
+def test_bambi_kidiq_predicted_shrink_against_numpy():
+    uncentred = load_reference_summary("kidiq-kidscore_interaction")
+    flat = uncentred.thinned.reshape(-1, 5).copy()
+    flat[:, 0] += flat[:, 1:4] @ _kidiq_columns().mean(0)
+    n, d = flat.shape
+    # sqrt(1 - R_i^2) by least squares of each coordinate on the others, with (n-1)/(n-d).
+    expected = []
+    for i in range(d):
+        others = np.column_stack([np.ones(n), np.delete(flat, i, axis=1)])
+        coef, *_ = np.linalg.lstsq(others, flat[:, i], rcond=None)
+        sse = np.sum((flat[:, i] - others @ coef) ** 2)
+        sst = np.sum((flat[:, i] - flat[:, i].mean()) ** 2)
+        expected.append(np.sqrt(sse * (n - 1) / (sst * (n - d))))
+    fit = fit_reference(make_run("kidiq-kidscore_interaction_bambi"))
+    np.testing.assert_allclose(fit.info["predicted_shrink"], expected, rtol=1e-9)
+    # The intercept is nearly independent of the slopes; the uncentred product column is not.
+    shrink = np.asarray(fit.info["predicted_shrink"])
+    assert shrink[0] > 0.95 and shrink[4] > 0.95 and shrink[1] < 0.2 and shrink[3] < 0.2

@@ -31,7 +31,7 @@ import pyro
 import torch
 from pyro.infer import MCMC, NUTS
 
-from models._posteriordb import has_reference_summary, load_reference_summary
+from models._posteriordb import has_reference_summary, load_reference_summary, summary_name
 from study.core.context import ModelRun
 from study.core.draws import gaussian_draws
 from study.core.jit import checked_trace
@@ -202,13 +202,13 @@ def fit_analytic(run: ModelRun) -> Fit:
 
 
 def _shipped_summary(run: ModelRun) -> bool:
-    return bool(run.spec.posteriordb) and has_reference_summary(run.spec.posteriordb)
+    return bool(summary_name(run.spec)) and has_reference_summary(summary_name(run.spec))
 
 
 def fit_gold_summary(run: ModelRun) -> Fit:
     """The reference from the shipped summary of a posteriordb posterior's gold draws."""
     start = time.perf_counter()
-    summary = load_reference_summary(run.spec.posteriordb)
+    summary = load_reference_summary(summary_name(run.spec))
     if summary.param_names != list(run.joint.param_names):
         raise ValueError(
             f"shipped reference summary of {summary.posterior!r} has elements {summary.param_names}, the model "
