@@ -241,3 +241,82 @@ def test_bambi_kidiq_predicted_shrink_against_numpy():
     # The intercept is nearly independent of the slopes; the uncentred product column is not.
     shrink = np.asarray(fit.info["predicted_shrink"])
     assert shrink[0] > 0.95 and shrink[4] > 0.95 and shrink[1] < 0.2 and shrink[3] < 0.2
+
+
+# -- the report ------------------------------------------------------------------------------------
+
+
+def _synthetic():
+    from report_data import synthetic_study
+
+    return synthetic_study()
+
+
+def test_law_answer_pools_measured_over_predicted_and_names_the_models_that_break_it():
+    from study.report.summary import study_answer
+    from study.report.topics.law import BREAK, law_answer
+
+    study = _synthetic()
+    law = law_answer(study)
+    # gauss_ok: measured σ_SVI / ref = 0.5 everywhere, predicted 1/√Hᵢᵢ / √(H⁻¹)ᵢᵢ = 0.5 / (1, 1.02, 0.98).
+    # nuts_bad has an untrusted reference: left out like every pooled number against the reference.
+    assert list(law["models"]) == ["gauss_ok"] and law["pooled"]["n"] == 3
+    np.testing.assert_allclose(law["models"]["gauss_ok"]["ratio"], [1.0, 1.02, 0.98], rtol=1e-12)
+    assert law["pooled"]["median"] == pytest.approx(1.0) and law["broken"] == []
+    assert law["pooled"]["median_se"] is None  # one model: no bootstrap over models
+    # σ_SVI twice 1/√Hᵢᵢ at one parameter: that parameter breaks the law, and the reason is the
+    # curvature under q against the curvature at the mode.
+    study.models[0].fits["svi_meanfield"].sd = study.models[0].fits["svi_meanfield"].sd * np.array([2.0, 1, 1])
+    law = law_answer(study)
+    assert law["broken"] == ["gauss_ok"] and law["models"]["gauss_ok"]["worst_parameter"] == "w[0]"
+    assert abs(law["models"]["gauss_ok"]["worst_ratio"] - 1) > BREAK
+    assert law["models"]["gauss_ok"]["diagnostics"]["svi_over_laplace_diag"] == pytest.approx(2.0)
+    # With the second model trusted and given a prediction, the bootstrap over models has an SE,
+    # the same for the same study.
+    study = _synthetic()
+    bad = study.models[1]
+    bad.fits["reference"].info.update(max_r_hat=1.01, min_ess_bulk=400.0,
+                                      predicted_shrink=[0.2] * len(bad.param_names),
+                                      predicted_shrink_se=[0.01] * len(bad.param_names))
+    first, second = study_answer(study)["law"], study_answer(study)["law"]
+    assert first == second and first["pooled"]["n_models"] == 2 and first["pooled"]["median_se"] > 0
+
+
+def test_report_shows_the_law_the_csv_and_results_json_carry_it(tmp_path):
+    import csv
+    import json
+
+    from study.report.readme import study_from_results
+    from study.report.summary import study_answer
+    from study.report.write import write_all
+
+    study = _synthetic()
+    write_all(study, tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "### The law behind the shortfall" in markdown and "figures/shortfall-law.png" in markdown
+    assert (tmp_path / "figures" / "shortfall-law.png").stat().st_size > 1000
+    assert "predicted √(1 − Rᵢ²)" in markdown  # the per-model benchmark table's column
+    rows = list(csv.DictReader((tmp_path / "comparison.csv").open()))
+    expected = study.models[0].fits["reference"].info["predicted_shrink"]
+    ok_rows = [r for r in rows if r["model"] == "gauss_ok" and r["parameter"]]  # not a failed fit's row
+    assert ok_rows and all(float(r["predicted_shrink"]) == pytest.approx(expected[int(r["parameter"][2])], rel=1e-9)
+                           for r in ok_rows)
+    assert all(r["predicted_shrink"] == "" for r in rows if r["model"] != "gauss_ok")
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["models"]["gauss_ok"]["fits"]["reference"]["info"]["predicted_shrink"] == expected
+    # The law's numbers are recomputed from results.json alone (as make readme does).
+    assert json.loads(json.dumps(study_answer(study_from_results(results))["law"])) == results["answer"]["law"]
+
+
+def test_parameterisation_table_labels_dadvi_and_pairs_the_four_variants():
+    from study.report.document import to_markdown
+    from study.report.topics.law import DADVI_SOURCE, parameterisation_blocks
+
+    names = ["beta[0]", "beta[1]", "beta[2]", "beta[3]", "sigma (log)"]
+    entry = {"parameters": names, "measured": [1.0, 0.14, 0.39, 0.12, 1.0], "predicted": [1.0, 0.138, 0.391, 0.122, 1.0],
+             "predicted_se": [0.003, 0.005, 0.011, 0.004, 0.002]}
+    law = {"models": {"kidiq-kidscore_interaction": entry, "kidiq-kidscore_interaction_bambi": entry}}
+    text = to_markdown(parameterisation_blocks(law, {}), Path("."))
+    assert DADVI_SOURCE in text and "| 0.173 |" in text and "| 0.151 |" in text
+    assert text.count("| 0.173 |") == 1  # DADVI's figures stand beside the Bambi variant only
+    assert "Centre or standardise" in text and "linear-response" in text
