@@ -271,6 +271,13 @@ def test_law_answer_pools_measured_over_predicted_and_names_the_models_that_brea
     assert law["broken"] == ["gauss_ok"] and law["models"]["gauss_ok"]["worst_parameter"] == "w[0]"
     assert abs(law["models"]["gauss_ok"]["worst_ratio"] - 1) > BREAK
     assert law["models"]["gauss_ok"]["diagnostics"]["svi_over_laplace_diag"] == pytest.approx(2.0)
+    # A Gaussian: the law from the Hessian at the mode is the reference's prediction.
+    assert law["models"]["gauss_ok"]["diagnostics"]["law_at_mode"] == pytest.approx(
+        law["models"]["gauss_ok"]["worst_predicted"], rel=1e-12)
+    from study.report.topics.law import _reason_text
+
+    reason = _reason_text(law["models"]["gauss_ok"])
+    assert reason.startswith("E_q[Hᵢᵢ] far from Hᵢᵢ at the mode (σ_SVI / (1/√Hᵢᵢ) = 2)") and "non-Gaussian" not in reason
     # With the second model trusted and given a prediction, the bootstrap over models has an SE,
     # the same for the same study.
     study = _synthetic()
@@ -320,3 +327,19 @@ def test_parameterisation_table_labels_dadvi_and_pairs_the_four_variants():
     assert DADVI_SOURCE in text and "| 0.173 |" in text and "| 0.151 |" in text
     assert text.count("| 0.173 |") == 1  # DADVI's figures stand beside the Bambi variant only
     assert "Centre or standardise" in text and "linear-response" in text
+
+
+def test_a_model_without_a_prediction_is_named_with_the_reason():
+    from study.report.document import to_markdown
+    from study.report.summary import study_answer
+    from study.report.topics.law import law_answer_blocks
+
+    study = _synthetic()
+    info = study.models[0].fits["reference"].info
+    for key in ("predicted_shrink", "predicted_shrink_se", "predicted_shrink_source"):
+        info.pop(key)
+    info["predicted_shrink_missing"] = "900 reference draws for 100 coordinates: fewer than 10 per coordinate"
+    answer = study_answer(study)
+    assert answer["law"]["models"] == {} and "pooled" not in answer["law"]
+    text = to_markdown(law_answer_blocks(study, answer, Path(".")), Path("."))
+    assert "No prediction: Gaussian, correlated (900 reference draws for 100 coordinates" in text

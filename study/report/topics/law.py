@@ -69,13 +69,16 @@ def _floats(values) -> list:
 
 def _reasons(model: ModelResult, i: int) -> dict:
     """The study's diagnostics at parameter ``i``: σ_SVI against 1/√Hᵢᵢ at the mode, √(H⁻¹)ᵢᵢ
-    against the reference sd, and whether the mean-field fit is flagged."""
+    against the reference sd, the law at the mode ((1/√Hᵢᵢ) / √(H⁻¹)ᵢᵢ, the Laplace
+    approximation's own √(1 − Rᵢ²)), and whether the mean-field fit is flagged."""
     out: dict = {}
     svi, diag, full, ref = (usable_fit(model, m) for m in (SVI, "laplace_diag", "laplace_full", "reference"))
     if diag is not None:
         out["svi_over_laplace_diag"] = float(svi.sd[i] / diag.sd[i])
     if full is not None:
         out["laplace_full_over_reference"] = float(full.sd[i] / ref.sd[i])
+    if diag is not None and full is not None:
+        out["law_at_mode"] = float(diag.sd[i] / full.sd[i])
     if svi.status == FLAGGED:
         out["svi_flagged"] = svi.reason
     return out
@@ -263,6 +266,11 @@ def _reason_text(e: dict) -> str:
     full = d.get("laplace_full_over_reference")
     if full is not None and abs(np.log(full)) > np.log(REASON_FACTOR):
         reasons.append(f"a non-Gaussian posterior (√(H⁻¹)ᵢᵢ / reference sd = {fmt(full)})")
+    mode = d.get("law_at_mode")
+    if mode is not None and abs(np.log(mode / e["worst_predicted"])) > np.log(REASON_FACTOR):
+        reasons.append(f"correlations at the mode unlike the posterior's, a non-Gaussian posterior (the law from "
+                       f"the Hessian at the MAP, (1/√Hᵢᵢ) / √(H⁻¹)ᵢᵢ = {fmt(mode)}, against "
+                       f"{fmt(e['worst_predicted'])} from the reference)")
     if d.get("svi_flagged"):
         reasons.append(f"σ_SVI flagged ({d['svi_flagged']})")
     if reasons:
@@ -317,8 +325,9 @@ def broken_table(law: dict, titles: dict[str, str]) -> Table | None:
                  caption=f"Models with at least one parameter whose measured / predicted lies outside "
                          f"{fmt(1 - BREAK)}–{fmt(1 + BREAK)}, farthest first. A reason is named when its diagnostic "
                          f"is off by more than a factor {REASON_FACTOR}: σ_SVI against the diagonal Laplace sd "
-                         "1/√Hᵢᵢ (the mean-field fixed point holds E_q[Hᵢᵢ], not Hᵢᵢ at the mode), and √(H⁻¹)ᵢᵢ "
-                         "against the reference sd (exact for a Gaussian posterior, for which the law is exact).")
+                         "1/√Hᵢᵢ (the mean-field fixed point holds E_q[Hᵢᵢ], not Hᵢᵢ at the mode); √(H⁻¹)ᵢᵢ "
+                         "against the reference sd (equal for a Gaussian posterior, for which the law is exact); "
+                         "the law computed from the Hessian at the MAP against the reference's prediction.")
 
 
 def law_sentences(law: dict) -> list[str]:
@@ -396,9 +405,11 @@ def parameterisation_blocks(law: dict, titles: dict[str, str]) -> list:
 def law_answer_blocks(study: StudyResult, answer: dict, fig_dir: Path) -> list:
     """The report section "The law behind the shortfall" and the parameterisation section."""
     law = answer.get("law") or {}
-    if not law.get("pooled"):
-        return []
     titles = {m.name: m.title for m in study.models}
+    missing = Paragraph("No prediction: " + "; ".join(f"{titles.get(n, n)} ({why})"
+                                                      for n, why in (law.get("missing") or {}).items()) + ".")
+    if not law.get("pooled"):
+        return [Heading(3, "The law behind the shortfall", anchor="law"), missing] if law.get("missing") else []
     blocks: list = [Heading(3, "The law behind the shortfall", anchor="law"), Paragraph(" ".join(law_sentences(law))),
                     law_table_statistics(law)]
     image = law_figure(study, law, Path(fig_dir))
@@ -411,8 +422,7 @@ def law_answer_blocks(study: StudyResult, answer: dict, fig_dir: Path) -> list:
     else:
         blocks.append(Paragraph(f"No model has a parameter off the law by more than {round(100 * BREAK)}%."))
     if law.get("missing"):
-        blocks.append(Paragraph("No prediction: " + "; ".join(f"{titles.get(n, n)} ({why})"
-                                                              for n, why in law["missing"].items()) + "."))
+        blocks.append(missing)
     low = lowrank_sentence(law)
     if low:
         blocks.append(Paragraph(low))
