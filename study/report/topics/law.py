@@ -383,7 +383,7 @@ def parameterisation_table(law: dict, titles: dict[str, str]) -> Table | None:
                          "their product, 434 children (Gelman & Hill 2007). The uncentred and Bambi models have "
                          "sigma ~ half-Cauchy(0, 2.5), posteriordb's _c and _z a flat prior on sigma; every "
                          "coefficient is flat. DADVI's figures are mean-field sd over NUTS sd from their objective "
-                         "with 30 fixed draws; the prediction is from the 1,000 shipped thinned gold draws (± its "
+                         "with 30 fixed draws (their sigma's figure stands in the log σ row); the prediction is from the 1,000 shipped thinned gold draws (± its "
                          "bootstrap SE).")
 
 
