@@ -112,6 +112,12 @@ class ModelSpec:
         (``models/posteriordb/reference_summaries/``), that summary is the
         reference, whether or not a posteriordb clone is configured;
         ``reference_draws`` then serves the checks and the summary's regeneration.
+    reference_summary : str
+        The shipped summary to read instead of the posteriordb posterior's own, for a
+        reparameterisation of that posterior (e.g. ``kidiq-kidscore_interaction_bambi``):
+        its ``reference_draws`` map the gold draws exactly into its coordinates, and
+        ``models/posteriordb/regenerate.py`` summarises them under this name. Default:
+        ``posteriordb``.
 
     Nice to have
     ------------
@@ -161,6 +167,7 @@ class ModelSpec:
     exact_posterior: Callable[[Data], GaussianPosterior] | None = None
     reference_draws: Callable[[Data], dict[str, torch.Tensor]] | None = None
     posteriordb: str = ""
+    reference_summary: str = ""
     laplace_torch: Callable[[Data], LaplaceTorchProblem] | None = None
     init_loc_fn: Callable[..., Any] | None = None
     needs_posteriordb: bool = False

@@ -177,6 +177,11 @@ class ReferenceSummary:
     thinned: np.ndarray
 
 
+def summary_name(spec) -> str:
+    """The shipped summary a ``ModelSpec`` reads: ``reference_summary``, else its ``posteriordb`` ("" if none)."""
+    return spec.reference_summary or spec.posteriordb
+
+
 def summary_paths(posterior: str) -> tuple[Path, Path]:
     """The shipped summary's JSON (moments) and ``.npz`` (thinned draws) files."""
     return SUMMARIES / f"{posterior}.json", SUMMARIES / f"{posterior}.npz"

@@ -70,9 +70,13 @@ def synthetic_study(quick: bool = False) -> StudyResult:
     rng = np.random.default_rng(0)
     names_a = ["w[0]", "w[1]", "w[2]"]
     diag_a = np.array([0.2, 0.3, 0.4])
+    ref_a = diag_a * np.array([1.0, 1.02, 0.98]) / TRUSTED_RATIO
+    # For a Gaussian the law's prediction is the conditional over the marginal sd, 1/√Hᵢᵢ / √(H⁻¹)ᵢᵢ.
+    law_a = {"predicted_shrink": (diag_a / ref_a).tolist(), "predicted_shrink_se": [0.0] * 3,
+             "predicted_shrink_source": "exact covariance"}
     ok = _model(
         "gauss_ok", "Gaussian, correlated", names_a, [("w", 0, (3,))], diag_a, np.array([1.0, 1.02, 0.98]),
-        diag_a * np.array([1.0, 1.02, 0.98]) / TRUSTED_RATIO, {"kind": "analytic", "wall_seconds": 0.001}, rng,
+        ref_a, {"kind": "analytic", "wall_seconds": 0.001, **law_a}, rng,
         description="A conjugate toy model.\n\n```\nw ~ Normal(0, 1)^3\ny ~ Normal(X w, 1)\n```\n\nIts ``w`` is correlated.",
     )
     names_b = [f"beta[{i}]" for i in range(19)] + ["sigma (log)"]

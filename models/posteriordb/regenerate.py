@@ -5,7 +5,8 @@ Usage::
     python models/posteriordb/regenerate.py --posteriordb PATH [--posterior NAME ...] [--copy all]
 
 For every built-in model that names a posteriordb posterior (``ModelSpec.posteriordb``)
-it writes ``reference_summaries/<posterior>.json`` and ``.npz``: the gold draws
+it writes ``reference_summaries/<posterior>.json`` and ``.npz`` (``<reference_summary>``
+for a reparameterisation of a posterior, ``ModelSpec.reference_summary``): the gold draws
 (``reference_draws``, read from the clone) mapped to the study's flat unconstrained
 coordinates (``study.core.joint.FlatJoint.unconstrain``), then per element the mean, the sd
 (``ddof=1``), ArviZ's Monte Carlo standard errors of both (``az.mcse``, methods
@@ -48,7 +49,7 @@ def summarise(spec, data=None) -> dict:
     import arviz as az
     import torch
 
-    from models._posteriordb import load_reference_chains
+    from models._posteriordb import load_reference_chains, summary_name
     from study.core.joint import FlatJoint
 
     torch.set_default_dtype(torch.float64)
@@ -66,7 +67,7 @@ def summarise(spec, data=None) -> dict:
         mcse_sd = np.asarray(az.mcse(dataset, method="sd")["z"].values, dtype=float)
     step = max(1, (chains.shape[0] * chains.shape[1]) // THINNED_TOTAL)
     return {
-        "posterior": spec.posteriordb,
+        "posterior": summary_name(spec),
         "param_names": list(joint.param_names),
         "mean": z.mean(0).tolist(),
         "sd": z.std(0, ddof=1).tolist(),
@@ -116,14 +117,14 @@ def main(argv=None) -> int:
 
     os.environ["POSTERIORDB_PATH"] = str(args.posteriordb)
     from models import builtin_models
-    from models._posteriordb import database_root
+    from models._posteriordb import database_root, summary_name
 
     source = database_root()
     specs = [s for s in builtin_models().values() if s.posteriordb]
     if args.posterior:
-        specs = [s for s in specs if s.posteriordb in set(args.posterior)]
+        specs = [s for s in specs if summary_name(s) in set(args.posterior)]
     names = sorted(p.stem for p in (source / "posteriors").glob("*.json")) if args.copy == "all" else \
-        sorted(s.posteriordb for s in specs)
+        sorted({s.posteriordb for s in specs})
     for name in names:
         copy_posterior(source, args.out / "posterior_database", name)
     licence = args.posteriordb / "LICENCE.md"
@@ -131,7 +132,7 @@ def main(argv=None) -> int:
         shutil.copyfile(licence, args.out / "LICENCE.md")
     for spec in specs:
         write_summary(summarise(spec), args.out / "reference_summaries")
-        print(f"{spec.posteriordb}: summary written")
+        print(f"{summary_name(spec)}: summary written")
     return 0
 
 

@@ -11,6 +11,14 @@ In order of preference:
    approximation when one exists (an exact linear change of variables
    ``z = z* + L u`` with ``L L^T = H^-1``, which makes a near-Gaussian target
    look like ``N(0, I)`` and keeps trees shallow). ESS and R-hat from ArviZ.
+
+Every reference also predicts the mean-field shortfall from its covariance ``S`` over all
+the model's flat coordinates (``shrink_law``): for a Gaussian posterior the mean-field
+optimum is ``sigma_i = 1/sqrt((S^-1)_ii)``, so ``sigma_i / sd_i = 1/sqrt(S_ii (S^-1)_ii)
+= sqrt(1 - R_i^2)``, ``R_i^2`` the share of ``theta_i``'s variance explained by the other
+coordinates (Bishop, PRML section 10.1.2). It is stored in the
+reference's ``info`` as ``predicted_shrink`` with its bootstrap SE ``predicted_shrink_se``,
+or ``predicted_shrink_missing`` saying why there is none.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import pyro
 import torch
 from pyro.infer import MCMC, NUTS
 
-from models._posteriordb import has_reference_summary, load_reference_summary
+from models._posteriordb import has_reference_summary, load_reference_summary, summary_name
 from study.core.context import ModelRun
 from study.core.draws import gaussian_draws
 from study.core.jit import checked_trace
@@ -63,6 +71,104 @@ def _moments(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return flat.mean(0), flat.std(0, ddof=1)
 
 
+# The sample covariance of n draws in d coordinates predicts sqrt(1 - R^2) only when n is well
+# above d: 1 - R^2 from it is biased low by (n - d)/(n - 1) (corrected below), and its noise
+# grows as d/n. Below this many draws per coordinate no prediction is made.
+MIN_DRAWS_PER_COORDINATE = 10
+# Bootstrap replicates of the prediction's SE.
+SHRINK_BOOTSTRAP = 200
+
+
+def shrink_from_covariance(covariance: np.ndarray) -> np.ndarray:
+    """``1/sqrt(S_ii (S^-1)_ii) = sqrt(1 - R_i^2)`` per coordinate, from a covariance ``(d, d)``.
+
+    Raises ``np.linalg.LinAlgError`` when ``S`` is not positive definite.
+    """
+    covariance = np.asarray(covariance, dtype=np.float64)
+    # Through the correlation matrix, so that coordinates on very different scales do not
+    # cost precision; its inverse's diagonal is S_ii (S^-1)_ii = 1/(1 - R_i^2).
+    variance = np.diag(covariance)
+    if not np.all(np.isfinite(covariance)) or not np.all(variance > 0):
+        raise np.linalg.LinAlgError("a coordinate without variance")
+    scale = np.sqrt(variance)
+    correlation = covariance / np.outer(scale, scale)
+    factor = np.linalg.cholesky(correlation)
+    inverse_factor = np.linalg.solve(factor, np.eye(len(scale)))
+    return 1.0 / np.sqrt(np.sum(inverse_factor**2, axis=0))
+
+
+def shrink_from_draws(flat: np.ndarray) -> np.ndarray:
+    """``sqrt(1 - R_i^2)`` from draws ``(n, d)``: the sample covariance (ddof 1), with
+    ``1 - R_i^2`` scaled by ``(n - 1)/(n - d)``.
+
+    ``1/(S_ii (S^-1)_ii)`` of the sample covariance is ``SSE_i / SST_i`` of the least-squares
+    regression of coordinate ``i`` on the others; ``SSE_i/(n - d)`` and ``SST_i/(n - 1)`` are the
+    unbiased estimates of the conditional and the marginal variance, hence the factor.
+    """
+    n, d = flat.shape
+    plain = shrink_from_covariance(np.cov(flat, rowvar=False, ddof=1).reshape(d, d))
+    return plain * np.sqrt((n - 1) / (n - d))
+
+
+def _block_bootstrap(draws: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One moving-block bootstrap replicate of ``(chains, n, d)`` draws, resampled within each
+    chain in blocks of ``round(n^(1/3))`` consecutive draws (Kuensch 1989), so that autocorrelated
+    draws keep their dependence; returns ``(chains * n, d)``."""
+    chains, n, _ = draws.shape
+    block = max(1, int(round(n ** (1 / 3))))
+    blocks = -(-n // block)
+    out = []
+    for chain in range(chains):
+        starts = rng.integers(0, n - block + 1, size=blocks)
+        index = (starts[:, None] + np.arange(block)[None, :]).reshape(-1)[:n]
+        out.append(draws[chain, index])
+    return np.concatenate(out)
+
+
+def shrink_law(draws: np.ndarray | None = None, covariance: np.ndarray | None = None, seed: int = 0) -> dict:
+    """The predicted mean-field shortfall ``sqrt(1 - R_i^2)`` for ``info``.
+
+    From an exact ``covariance`` (SE 0), else from ``draws`` ``(chains, n, d)`` with a
+    moving-block bootstrap SE (``SHRINK_BOOTSTRAP`` replicates seeded by ``seed``).
+
+    Returns
+    -------
+    dict
+        ``predicted_shrink`` and ``predicted_shrink_se`` (lists, length ``d``) and
+        ``predicted_shrink_source`` (how they were computed); or ``predicted_shrink_missing``
+        (one line: why there is no prediction).
+    """
+    try:
+        if covariance is not None:
+            shrink = shrink_from_covariance(covariance)
+            return {"predicted_shrink": shrink.tolist(), "predicted_shrink_se": [0.0] * len(shrink),
+                    "predicted_shrink_source": "exact covariance"}
+        if draws is None:
+            return {"predicted_shrink_missing": "the reference has neither a covariance nor draws"}
+        draws = np.asarray(draws, dtype=np.float64)
+        chains, n, d = draws.shape
+        total = chains * n
+        if total < MIN_DRAWS_PER_COORDINATE * d:
+            return {"predicted_shrink_missing": (
+                f"{total} reference draws for {d} coordinates: fewer than {MIN_DRAWS_PER_COORDINATE} per "
+                "coordinate give no usable covariance")}
+        shrink = shrink_from_draws(draws.reshape(total, d))
+        rng = np.random.default_rng(seed)
+        replicates = np.stack([shrink_from_draws(_block_bootstrap(draws, rng)) for _ in range(SHRINK_BOOTSTRAP)])
+    except np.linalg.LinAlgError:
+        return {"predicted_shrink_missing": "the reference covariance is not positive definite"}
+    if not (np.all(np.isfinite(shrink)) and np.all(np.isfinite(replicates))):
+        return {"predicted_shrink_missing": "the reference covariance is not positive definite"}
+    block = max(1, int(round(n ** (1 / 3))))
+    return {
+        "predicted_shrink": shrink.tolist(),
+        "predicted_shrink_se": np.std(replicates, axis=0, ddof=1).tolist(),
+        "predicted_shrink_source": (
+            f"sample covariance of {total} draws ({chains} chain{'s' if chains != 1 else ''}); SE: moving-block "
+            f"bootstrap within chains, blocks of {block} draws, {SHRINK_BOOTSTRAP} replicates"),
+    }
+
+
 def _diagnostics(draws: np.ndarray, names: list[str]) -> dict:
     """Bulk ESS and rank-normalised split R-hat per parameter (ArviZ), shape ``(chains, draws, d)``."""
     import arviz as az
@@ -91,18 +197,18 @@ def fit_analytic(run: ModelRun) -> Fit:
     draws = gaussian_draws(mean, covariance, run.settings.draws, run.seed("reference/draws"))
     return run.new_fit(
         "reference", mean=mean, sd=np.sqrt(np.diag(covariance)), draws=draws,
-        info={"kind": ANALYTIC, "wall_seconds": time.perf_counter() - start},
+        info={"kind": ANALYTIC, **shrink_law(covariance=covariance), "wall_seconds": time.perf_counter() - start},
     )
 
 
 def _shipped_summary(run: ModelRun) -> bool:
-    return bool(run.spec.posteriordb) and has_reference_summary(run.spec.posteriordb)
+    return bool(summary_name(run.spec)) and has_reference_summary(summary_name(run.spec))
 
 
 def fit_gold_summary(run: ModelRun) -> Fit:
     """The reference from the shipped summary of a posteriordb posterior's gold draws."""
     start = time.perf_counter()
-    summary = load_reference_summary(run.spec.posteriordb)
+    summary = load_reference_summary(summary_name(run.spec))
     if summary.param_names != list(run.joint.param_names):
         raise ValueError(
             f"shipped reference summary of {summary.posterior!r} has elements {summary.param_names}, the model "
@@ -205,7 +311,7 @@ def fit_reference(run: ModelRun) -> Fit:
     """The best available reference for the model (see module docstring)."""
     kind = reference_kind(run)
     if kind == ANALYTIC:
-        return fit_analytic(run)
-    if kind == GOLD:
-        return fit_gold_draws(run)
-    return fit_nuts(run)
+        return fit_analytic(run)  # the law from the exact covariance
+    fit = fit_gold_draws(run) if kind == GOLD else fit_nuts(run)
+    fit.info.update(shrink_law(draws=fit.draws, seed=run.seed("reference/predicted_shrink")))
+    return fit

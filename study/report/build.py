@@ -36,6 +36,7 @@ from study.report.topics.curvature import sigma_vs_curvature
 from study.report.topics.fixed_point import fixed_point_answer, fixed_point_blocks
 from study.report.topics.guides import guides_blocks, recovery_answer
 from study.report.topics.intervals import method_intervals
+from study.report.topics.law import law_answer_blocks
 from study.report.topics.networks import networks_answer
 from study.report.topics.overview import UNTRUSTED_MARK, across_models, answer_blocks, model_anchor, untrusted
 from study.report.topics.sweep import sweep_answer, sweep_blocks
@@ -368,12 +369,14 @@ def _study_key(study: StudyResult, answer: dict, cache: FigureCache) -> str:
 
 
 def detail_answer_blocks(study, answer: dict, fig_dir: Path, cache: FigureCache | None = None) -> list:
-    """Blocks for the answer section: fixed point, KL ablation, recovery of the marginal sd, data size, networks."""
+    """Blocks for the answer section: fixed point, KL ablation, recovery of the marginal sd, the shortfall law
+    and the parameterisation, data size, networks."""
     fig_dir = Path(fig_dir)
 
     def make():
         return (fixed_point_answer(study, answer) + ablation_answer(study, answer) + recovery_answer(study, answer)
-                + sweep_answer(study, answer, fig_dir) + networks_answer(study, answer, fig_dir))
+                + law_answer_blocks(study, answer, fig_dir) + sweep_answer(study, answer, fig_dir)
+                + networks_answer(study, answer, fig_dir))
 
     if cache is None:
         return make()

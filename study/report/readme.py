@@ -86,6 +86,7 @@ def answer_block(study, answer: dict, figure_link: str | None, figure_caption: s
     from study.report.answer import QUESTION, SE_NOTE, answer_paragraph, headline, particles_text
     from study.report.document import to_markdown
     from study.report.topics.benchmark import benchmark_table
+    from study.report.topics.law import law_sentences
     from study.report.topics.overview import answer_table, titles
 
     s = study.settings
@@ -117,6 +118,10 @@ def answer_block(study, answer: dict, figure_link: str | None, figure_caption: s
         lines += ["**The answer over the benchmark** (sd / reference sd, every parameter of every model with a "
                   "trusted reference; the report adds the per-model numbers and the likely causes):", "",
                   to_markdown([benchmark], Path(".")).strip(), ""]
+    law = answer.get("law") or {}
+    if law.get("pooled"):
+        lines += [f"**The law behind the shortfall.** {' '.join(law_sentences(law))} The report lists the models "
+                  "that break it and pairs kidiq's interaction model in four parameterisations.", ""]
     lines += [
         "Regenerate this block with `make readme` (it runs `make study` first when `reports/results.json` "
         "is missing); the full report is `reports/report.html`.",

@@ -228,7 +228,8 @@ def study_answer(study: StudyResult) -> dict:
     every pooled comparison against the reference; ``pooled["untrusted_references"]``
     lists them. ``benchmark`` is ``benchmark_answer(study)`` (the published statistics
     over the models with a trusted reference), ``headline`` is ``headline_answer(study)``
-    (the numbers of the three opening sentences).
+    (the numbers of the three opening sentences), ``law`` is
+    ``study.report.topics.law.law_answer(study)`` (measured σ_SVI / ref sd against √(1 − Rᵢ²)).
     """
     per_model = {m.name: model_answer(m) for m in study.models}
     pooled: dict = {}
@@ -251,8 +252,10 @@ def study_answer(study: StudyResult) -> dict:
         }
     if untrusted:
         pooled["untrusted_references"] = sorted(untrusted)
+    from study.report.topics.law import law_answer  # the law's topic imports this module
+
     return {"models": per_model, "pooled": pooled, "benchmark": benchmark_answer(study),
-            "headline": headline_answer(study)}
+            "headline": headline_answer(study), "law": law_answer(study)}
 
 
 def usable_fit(model: ModelResult, method: str):

@@ -1,4 +1,9 @@
-"""The tidy comparison table: one row per (model, parameter, method)."""
+"""The tidy comparison table: one row per (model, parameter, method).
+
+``predicted_shrink`` (with ``predicted_shrink_se``) is the reference's prediction of the
+mean-field sd ratio sigma_i / reference sd_i = sqrt(1 - R_i^2) (``study.methods.reference.shrink_law``),
+on every row of its parameter; empty where the reference gives no covariance.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,18 @@ import math
 from study.core.results import OK, ModelResult
 from study.core.results import StudyResult
 
-COLUMNS = ("model", "parameter", "method", "mean", "sd", "ref_mean", "ref_sd", "sd_ratio", "status", "reason")
+COLUMNS = ("model", "parameter", "method", "mean", "sd", "ref_mean", "ref_sd", "sd_ratio", "predicted_shrink",
+           "predicted_shrink_se", "status", "reason")
+
+
+def predicted_shrink(model: ModelResult) -> tuple[list | None, list | None]:
+    """The reference's ``predicted_shrink`` and its SE (lists of length ``d``), or ``(None, None)``."""
+    ref = model.reference
+    info = ref.info if ref is not None else {}
+    shrink, se = info.get("predicted_shrink"), info.get("predicted_shrink_se")
+    if shrink is None or len(shrink) != len(model.param_names):
+        return None, None
+    return list(shrink), list(se) if se is not None else [None] * len(shrink)
 
 
 def number(x: float | None) -> str:
@@ -24,6 +40,7 @@ def model_rows(model: ModelResult) -> list[dict]:
     if model.status != OK:
         return [{"model": model.name, "parameter": "", "method": "", "status": model.status, "reason": model.reason}]
     ref = model.reference
+    shrink, shrink_se = predicted_shrink(model)
     rows = []
     for method, fit in model.fits.items():
         if not fit.ok:
@@ -41,6 +58,8 @@ def model_rows(model: ModelResult) -> list[dict]:
                     "ref_mean": ref.mean[i] if ref is not None else None,
                     "ref_sd": ref_sd,
                     "sd_ratio": fit.sd[i] / ref_sd if ref_sd else None,
+                    "predicted_shrink": shrink[i] if shrink is not None else None,
+                    "predicted_shrink_se": shrink_se[i] if shrink is not None else None,
                     "status": fit.status,
                     "reason": fit.reason,  # empty unless the fit is flagged
                 }

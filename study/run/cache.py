@@ -125,6 +125,8 @@ def model_fingerprint(spec, source: str, data: Mapping[str, Any], versions: Mapp
     versions : mapping
         Package versions (``study.runner.versions()``).
     """
+    from models._posteriordb import summary_name
+
     path = Path(source)
     model_file = _hash_files([path]) if path.suffix == ".py" and path.is_file() else ""
     return {
@@ -134,7 +136,7 @@ def model_fingerprint(spec, source: str, data: Mapping[str, Any], versions: Mapp
         "model_file": model_file,
         "data": data_hash(data),
         "posteriordb": _posteriordb_fingerprint() if spec.needs_posteriordb else "",
-        "reference_summary": _reference_summary_hash(spec.posteriordb) if spec.posteriordb else "",
+        "reference_summary": _reference_summary_hash(summary_name(spec)) if summary_name(spec) else "",
         "versions": dict(sorted(versions.items())),
         "machine": platform.machine(),
         "dtype": str(torch.get_default_dtype()),

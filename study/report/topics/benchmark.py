@@ -111,6 +111,16 @@ def benchmark_table(answer: dict) -> Table | None:
     )
 
 
+PREDICTED_LABEL = "predicted √(1 − Rᵢ²)"
+
+
+def _predicted_cell(entry: dict | None) -> str:
+    """``median [q10–q90]`` of a model's predicted σ_SVI / ref (``answer["law"]["models"]``)."""
+    if not entry:
+        return "–"
+    return f"{fmt(entry['median_predicted'])} [{fmt(entry['q10_predicted'])}–{fmt(entry['q90_predicted'])}]"
+
+
 def cause_text(causes: dict) -> str:
     """The likely causes of one model's error, each with the diagnostic and threshold that named it."""
     found = []
@@ -137,17 +147,24 @@ def model_table(answer: dict, titles: dict[str, str] | None = None) -> Table | N
     if not models:
         return None
     order = sorted(models, key=lambda n: (-models[n].get("typical_error", 0.0), n))
+    law = (answer.get("law") or {}).get("models") or {}
     rows = []
     for name in order:
         e = models[name]
-        rows.append([titles.get(name, name)] + [_stat_cell(e["methods"].get(m)) for m in LABELS]
+        cells = [_stat_cell(e["methods"].get(m)) for m in LABELS]
+        cells.insert(1, _predicted_cell(law.get(name)))
+        rows.append([titles.get(name, name)] + cells
                     + [_stat_cell(e.get("svi_over_laplace_diag")), cause_text(e["likely_causes"])])
+    columns = [f"{label} / ref" for label in LABELS.values()]
+    columns.insert(1, PREDICTED_LABEL)
     return Table(
-        columns=["model"] + [f"{label} / ref" for label in LABELS.values()] + [DIAGONAL_LABEL, "likely cause"],
+        columns=["model"] + columns + [DIAGONAL_LABEL, "likely cause"],
         rows=rows,
         caption=(f"Per model, worst first (by σ_SVI's typical error, exp(median |log(σ_SVI / ref sd)|)): median ± SE "
                  f"[{round(100 * LOW_QUANTILE)}–{round(100 * HIGH_QUANTILE)}% range] share within "
-                 f"±{round(100 * TOLERANCE)}%."),
+                 f"±{round(100 * TOLERANCE)}%. {PREDICTED_LABEL}: what the reference's correlations predict for "
+                 f"σ_SVI / ref (see the law below), median [{round(100 * LOW_QUANTILE)}–"
+                 f"{round(100 * HIGH_QUANTILE)}% range] over the parameters; – where the reference gives no covariance."),
     )
 
 
