@@ -38,7 +38,8 @@ from models._posteriordb import ENV_VAR, PosteriorDBUnavailable, database_root
 from study.methods import METHODS
 from study.core.errors import one_line
 from study.core.files import unsafe_name_reason, unwritable_reason
-from study.run.runner import BadData, check_data, run_study
+from study.run.cache import safe_name
+from study.run.runner import BadData, check_data, model_line, run_study
 from study.core.settings import MAX_SEED, Settings
 
 
@@ -78,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="model files to add (each defines SPEC = ModelSpec(...))")
     parser.add_argument("--methods", nargs="+", metavar="NAME", help=f"methods (default: all of {', '.join(METHODS)})")
     parser.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
-    parser.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default reports/)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default reports/ for the default study; reports/<model> when "
+                             "--models or --model choose the models, so that the default study's report stays)")
     parser.add_argument("--quick", action="store_true", help="short runs: a smoke test of the whole study")
     parser.add_argument("--steps", type=int, help="SVI steps per fit (overrides the default)")
     parser.add_argument("--seeds", type=int, metavar="K",
@@ -104,6 +107,22 @@ def build_parser() -> argparse.ArgumentParser:
                              "never a number of the results")
     parser.add_argument("--list", action="store_true", help="list models and methods, then exit")
     return parser
+
+
+DEFAULT_OUT = Path("reports")
+
+
+def default_out(args) -> Path:
+    """``reports/`` for the default study; ``reports/<first model>[-and-N-more]`` for a chosen set.
+
+    A run of one's own model without ``--out`` must not overwrite the default study's
+    results (the README's answer comes from them).
+    """
+    chosen = list(args.models or []) + [Path(path).stem for path in args.model]
+    if not chosen:
+        return DEFAULT_OUT
+    more = f"-and-{len(chosen) - 1}-more" if len(chosen) > 1 else ""
+    return DEFAULT_OUT / safe_name(f"{chosen[0]}{more}")
 
 
 def resolve_sources(args) -> list[str]:
@@ -227,6 +246,8 @@ def _run(argv: list[str] | None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit deprecation notices
     try:
         args = build_parser().parse_args(argv)
+        if args.out is None:
+            args.out = default_out(args)
         validate(args)
         if args.posteriordb is not None:
             os.environ[ENV_VAR] = str(args.posteriordb)
@@ -251,6 +272,9 @@ def _run(argv: list[str] | None) -> int:
                              memory_budget=args.memory_budget)
     methods = args.methods or list(METHODS)
     command = "python -m study.compare " + " ".join(shlex.quote(a) for a in argv)
+    # Progress bars only on a terminal: a log gets one line per finished model instead.
+    progress = not args.no_progress and sys.stderr.isatty()
+    on_model = functools.partial(print_line, model_line)
     start = time.perf_counter()
     from study.core.files import remove_stale_temporaries
     from study.report.write import draw_model_section, write_all
@@ -263,12 +287,13 @@ def _run(argv: list[str] | None) -> int:
 
             try:
                 study = run_study_dask(sources, methods, settings, args.scheduler, workers=args.workers,
-                                       progress=not args.no_progress, command=command.strip(), cache_dir=cache_dir)
+                                       progress=progress, command=command.strip(), cache_dir=cache_dir,
+                                       on_model=on_model)
             except SchedulerError as error:
                 print(f"error: {error}", file=sys.stderr)
                 return 2
         else:
-            study = run_study(sources, methods, settings, workers=args.workers, progress=not args.no_progress,
+            study = run_study(sources, methods, settings, workers=args.workers, progress=progress, on_model=on_model,
                               command=command.strip(), cache_dir=cache_dir,
                               after_model=functools.partial(draw_model_section, report_dir=args.out))
         paths = write_all(study, args.out, workers=1 if args.scheduler else args.workers)
@@ -291,6 +316,11 @@ def _run(argv: list[str] | None) -> int:
     if flagged:
         print(f"flagged fits: {'; '.join(flagged)}", file=sys.stderr)
     return 0 if study.ok else 1
+
+
+def print_line(describe, item) -> None:
+    """``describe(item)`` on standard output, at once (a log shows it as it happens)."""
+    print(describe(item), flush=True)
 
 
 def _terminate(signum, frame):

@@ -167,6 +167,7 @@ def run_study_dask(
     progress: bool = True,
     command: str = "",
     cache_dir: Path | None = None,
+    on_model=None,
 ) -> StudyResult:
     """``run_study`` on a Dask cluster: same arguments, same ``StudyResult``, same bytes.
 
@@ -208,6 +209,16 @@ def run_study_dask(
                 future = client.submit(fit_group, source, group, settings, progress, posteriordb, pure=False,
                                        key=f"fit-{i}-{model.name}-{group[0]}-{uuid.uuid4().hex[:8]}")
                 futures[future] = (i, group)
+        outstanding = {i: sum(1 for j, _ in futures.values() if j == i) for i in range(len(models))}
+
+        def finished(i: int) -> None:
+            models[i].fits = {m: models[i].fits[m] for m in METHODS if m in models[i].fits}
+            if on_model is not None:
+                on_model(models[i])
+
+        for i, count in outstanding.items():
+            if count == 0:  # every fit from the cache, or the model failed before any fit
+                finished(i)
         for future in as_completed(list(futures)) if futures else ():
             i, group = futures[future]
             model = models[i]
@@ -217,13 +228,15 @@ def run_study_dask(
                 reason = f"dask task failed: {one_line(error)}"
                 print(f"{model.name}: {', '.join(group)} failed: {reason}", file=sys.stderr)
                 model.fits.update(_failed_fits(model, group, reason))
-                continue
-            if part.status != OK:  # the model built here but not on the worker
+            elif part.status != OK:  # the model built here but not on the worker
                 model.fits.update(_failed_fits(model, group, f"on the worker: {part.reason}"))
-                continue
-            _store(caches[i], part)
-            model.fits.update(part.fits)
-            model.wall_seconds += part.wall_seconds
+            else:
+                _store(caches[i], part)
+                model.fits.update(part.fits)
+                model.wall_seconds += part.wall_seconds
+            outstanding[i] -= 1
+            if outstanding[i] == 0:
+                finished(i)
     finally:
         if client is not None:
             client.close()

@@ -21,7 +21,7 @@ import platform
 import re
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
@@ -407,6 +407,16 @@ def _has_cache_entries(cache_dir: Path, source) -> bool:
     return folder.is_dir() and any(folder.glob("*.npz"))
 
 
+def model_line(model: ModelResult) -> str:
+    """One line for a finished model: its name, seconds and how its fits ended."""
+    if model.status != OK:
+        return f"{model.name}: {model.status}: {model.reason}"
+    counts = {status: sum(f.status == status for f in model.fits.values()) for status in (OK, FLAGGED, FAILED, SKIPPED)}
+    skipped = f", {counts[SKIPPED]} skipped" if counts[SKIPPED] else ""
+    return (f"{model.name}: {model.wall_seconds:.1f} s, fits {counts[OK]} ok, {counts[FLAGGED]} flagged, "
+            f"{counts[FAILED]} failed{skipped}")
+
+
 def run_study(
     sources: list[str],
     methods: list[str],
@@ -416,6 +426,7 @@ def run_study(
     command: str = "",
     cache_dir: Path | None = None,
     after_model=None,
+    on_model=None,
 ) -> StudyResult:
     """Run ``methods`` on every model in ``sources`` (built-in names or file paths).
 
@@ -423,7 +434,9 @@ def run_study(
     workers, a picklable function each worker calls on its model as soon as the model's
     fits end (``run_after``), returning figure-cache and ArviZ-manifest entries that
     ``StudyResult.drawn`` and ``drawn_idata`` collect (the study passes
-    ``study.report.write.draw_model_section``).
+    ``study.report.write.draw_model_section``). ``on_model``: called in this process with
+    each model's ``ModelResult`` as soon as it is finished (the command line prints
+    ``model_line``), in the order they finish.
     """
     start = time.perf_counter()
     methods = [m for m in METHODS if m in methods]
@@ -434,6 +447,8 @@ def run_study(
         for i, source in enumerate(sources):
             if _has_cache_entries(cache_dir, source):
                 models[i] = run_model(source, methods, settings, progress, cache_dir, cache_only=True)
+                if models[i] is not None and on_model is not None:
+                    on_model(models[i])
     todo = [i for i, model in enumerate(models) if model is None]
     drawn: dict = {}
     drawn_idata: dict = {}
@@ -441,10 +456,16 @@ def run_study(
         pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=get_context("spawn"),
                                    initializer=_watch_parent, initargs=(os.getpid(),))
         try:
-            futures = {i: pool.submit(_worker, sources[i], methods, settings, progress, cache_dir, after_model)
+            futures = {pool.submit(_worker, sources[i], methods, settings, progress, cache_dir, after_model): i
                        for i in todo}
-            for i in todo:
-                models[i], entries, idata = _collect(futures[i], sources[i])
+            parts = {}
+            for future in as_completed(futures):
+                i = futures[future]
+                models[i], *parts[i] = _collect(future, sources[i])
+                if on_model is not None:
+                    on_model(models[i])
+            for i in todo:  # in the models' order, whatever order they finished in
+                entries, idata = parts[i]
                 drawn.update(entries)
                 drawn_idata.update(idata)
         except BaseException:
@@ -464,6 +485,8 @@ def run_study(
     else:
         for i in todo:
             models[i] = run_model(sources[i], methods, settings, progress, cache_dir)
+            if on_model is not None:
+                on_model(models[i])
     return StudyResult(
         models=models,
         settings=settings,

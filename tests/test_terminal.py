@@ -1,0 +1,38 @@
+"""What a run says on the terminal and where it writes when no --out is given."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from study.compare import main
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ["--methods", "laplace_full", "laplace_diag", "reference"]
+
+
+def test_a_run_into_a_log_has_no_progress_frames_and_one_line_per_model(tmp_path):
+    # Output to pipes, as with `make study > log 2>&1`: no tqdm frames, a line per finished model.
+    result = subprocess.run(
+        [sys.executable, "-m", "study.compare", "--quick", "--models", "seed_linear", "linear_correlated",
+         *METHODS, "--out", str(tmp_path / "out")],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = result.stdout + result.stderr
+    assert "\r" not in log
+    for name in ("seed_linear", "linear_correlated"):
+        lines = [line for line in result.stdout.splitlines() if line.startswith(f"{name}: ")]
+        assert len(lines) == 1, result.stdout
+        assert " s, fits 3 ok, 0 flagged, 0 failed" in lines[0]
+
+
+def test_a_chosen_model_without_out_leaves_the_default_studys_results(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "results.json").write_text("the default study's results")
+    assert main(["--quick", "--models", "seed_linear", *METHODS, "--no-progress"]) == 0
+    assert (reports / "results.json").read_text() == "the default study's results"
+    assert (reports / "seed_linear" / "results.json").is_file()
+    assert not (reports / "report.html").exists()
