@@ -57,18 +57,21 @@ from study.checks.fixed_point import (
 from study.core.joint import FlatJoint
 
 # Draws from q for the exact Hessian diagonal (d <= FIXED_POINT_ALL_COORDINATES): the study's
-# ``curvature_draws``. Antithetic pairs for the gradient-only residual above it.
+# ``curvature_draws``. Antithetic pairs for the gradient-only residual above it: the study's
+# ``LARGE_RESIDUAL_PAIRS`` (``study.methods.svi``); 64 gradients in all.
 EXACT_DRAWS = 1024
-PRICE_PAIRS = 64
+PRICE_PAIRS = 32
 # A site's mean residual within max(z_limit(sites) SE, SMALL_RESIDUAL) of 0 is "at the fixed
 # point": the Sidak limit over the sites (at least 3 SE), and a floor of 0.1 (sigma within
 # ~5% of 1/sqrt(E_q[H_ii])) for a residual measured so precisely (a Gaussian posterior: H is
 # constant, the SE is 0) that any step size left behind would count as off.
 TOLERANCE = SMALL_RESIDUAL
 # The exact H_ii at the guide's mean, one Hessian-vector product per coordinate: every
-# coordinate up to this many, above it a random subset of HESSIAN_PER_SITE per latent site.
-HESSIAN_ALL_COORDINATES = 2_000
-HESSIAN_PER_SITE = 32
+# coordinate up to this many, above it a random subset of HESSIAN_PER_SITE per latent site
+# (``study.core.subset``). On the 112,510-weight digits network one such product took about
+# 0.5 s on 2 shared cores (benchmarks/diagnose.py), so 16 per site cost half a minute there.
+HESSIAN_ALL_COORDINATES = 1_000
+HESSIAN_PER_SITE = 16
 
 AT_FIXED_POINT = "at the fixed point"
 TOO_SMALL = "sigma too small"

@@ -406,3 +406,42 @@ def test_importing_the_study_does_not_import_the_diagnosis():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
                          env=dict(os.environ, PYTHONPATH=str(ROOT))).stdout.split()
     assert out == ["False", "True", "True"]
+
+
+# -- the README's examples -------------------------------------------------------------------
+
+
+def readme_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## Diagnose your own fit")
+    end = text.index("\n## ", start + 1)
+    return text[start:end]
+
+
+def test_the_readme_shows_the_example_file_as_it_is():
+    python = re.search(r"```python\n(.*?)```", readme_section(), re.S).group(1)
+    source = (ROOT / "examples" / "train_autonormal.py").read_text()
+    assert python.strip() in source
+
+
+@pytest.mark.slow  # two trainings (about 30 s)
+def test_the_readme_examples_run_as_written(tmp_path):
+    """The README's commands, verbatim but for the interpreter, from a folder laid out like the repository."""
+    section = readme_section()
+    commands = [line for line in re.search(r"```\n(\.venv.*?)```", section, re.S).group(1).splitlines() if line]
+    assert len(commands) == 4 and all(c.startswith(".venv/bin/python ") for c in commands)
+    for name in ("models", "examples"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / "reports").mkdir()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    outputs = []
+    for command in commands:
+        argv = [sys.executable] + command.split()[1:]
+        run = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, (command, run.stderr[-2000:])
+        outputs.append(run.stdout)
+    assert "w (6 parameters)" in outputs[1] and AT_FIXED_POINT in outputs[1]
+    for name in ("diagnosis.json", "diagnosis.md", "diagnosis.html", "diagnosis.png"):
+        assert (tmp_path / "reports" / "diagnose" / name).is_file()
+    quoted = re.search(r"`(σ too small by a factor [0-9.]+): ", section).group(1)
+    assert quoted in outputs[3], outputs[3]

@@ -61,12 +61,12 @@ def draw_figure(result: dict, path: Path) -> tuple[Path, int]:
     for k, site in enumerate(s["site"] for s in result["sites"]):
         keep = shown & (site_of == site)
         if keep.any():
-            ax.scatter(tau[keep], sigma[keep], s=8 if keep.sum() < 2000 else 2, alpha=0.7, color=colours(k % 10),
+            ax.scatter(tau[keep], sigma[keep], s=14 if keep.sum() < 2000 else 2, alpha=0.7, color=colours(k % 10),
                        label=site, rasterized=bool(keep.sum() > 2000), linewidths=0)
     if shown.any():
         lo = float(min(tau[shown].min(), sigma[shown].min())) / 1.5
         hi = float(max(tau[shown].max(), sigma[shown].max())) * 1.5
-        ax.plot([lo, hi], [lo, hi], color="0.3", linewidth=1, linestyle="--", label="σ = 1/√E_q[Hᵢᵢ]")
+        ax.plot([lo, hi], [lo, hi], color="0.3", linewidth=1, linestyle="--", label=r"$\sigma = 1/\sqrt{E_q[H_{ii}]}$")
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
     ax.set_xscale("log")
@@ -142,12 +142,22 @@ def blocks(result: dict, figure: Path, left_out: int) -> list:
     return out
 
 
+def to_json(result: dict) -> str:
+    """The result as JSON: indented, except the per-parameter lists, one line each (10^5 numbers)."""
+    document = _plain(result)
+    parameters = document.pop("parameters")
+    head = json.dumps(document, indent=1, allow_nan=False)
+    lists = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, separators=(',', ':'), allow_nan=False)}"
+                       for k, v in parameters.items())
+    return f"{head[:-2]},\n \"parameters\": {{\n{lists}\n }}\n}}\n"
+
+
 def write_diagnosis(result: dict, out: Path) -> dict[str, Path]:
     """Write ``diagnosis.json``, ``diagnosis.md``, ``diagnosis.html`` and ``diagnosis.png`` in ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "diagnosis.json", "md": out / "diagnosis.md", "html": out / "diagnosis.html"}
-    write_text(paths["json"], json.dumps(_plain(result), indent=1, allow_nan=False) + "\n")
+    write_text(paths["json"], to_json(result))
     figure, left_out = draw_figure(result, out / "diagnosis.png")
     paths["png"] = figure
     document = blocks(result, figure, left_out)
