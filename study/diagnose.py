@@ -386,9 +386,16 @@ def _site_mean_by_pair(joint: FlatJoint, sd: np.ndarray, hessian_pairs: np.ndarr
     return {site.name: pair_r[:, site.slice].mean(1).tolist() for site in joint.sites}
 
 
-def _geometric_mean(values: np.ndarray) -> float:
-    values = values[np.isfinite(values) & (values > 0)]
-    return float(np.exp(np.mean(np.log(values)))) if len(values) else float("nan")
+def _rms(values: np.ndarray) -> float:
+    """Root mean square: a site's sd from the mean of its variances."""
+    return float(np.sqrt(np.mean(np.square(values))))
+
+
+def _inv_sqrt_mean(values: np.ndarray) -> float:
+    """``1/sqrt(mean)`` over the measured (finite) values: a site's sd from the mean of its curvatures."""
+    values = values[np.isfinite(values)]
+    mean = float(values.mean()) if len(values) else float("nan")
+    return 1.0 / math.sqrt(mean) if mean > 0 else float("nan")
 
 
 def compute(joint: FlatJoint, loc: np.ndarray, scale: np.ndarray, seed: int = 0, draws: int = EXACT_DRAWS,
@@ -470,15 +477,15 @@ def compute(joint: FlatJoint, loc: np.ndarray, scale: np.ndarray, seed: int = 0,
             "mean_r_se": se,
             "band": max(limit * se, TOLERANCE),
             "within_limit_share": s["within_3se"],
-            "sigma_geometric_mean": _geometric_mean(scale[sl]),
-            "inv_sqrt_expected_hessian_geometric_mean": _geometric_mean(inv_expected[sl]),
+            "sigma_rms": _rms(scale[sl]),
+            "inv_sqrt_mean_expected_hessian": _inv_sqrt_mean(expected[sl]),
             "expected_hessian_nonpositive": int(np.sum(~(expected[sl] > 0))),
             "hessian_at_mean_measured": int(hs.get("measured", 0)),
             "hessian_at_mean_site_mean": hs.get("mean"),
             "hessian_at_mean_site_mean_se": hs.get("se"),
-            "inv_sqrt_hessian_at_mean_geometric_mean": _geometric_mean(inv_h[sl]),
+            "inv_sqrt_mean_hessian_at_mean": _inv_sqrt_mean(h_mean[sl]),
             "hessian_at_mean_nonpositive": int(np.sum(h_mean[sl][np.isfinite(h_mean[sl])] <= 0)),
-            "lr_sd_geometric_mean": None if lr_sd is None else _geometric_mean(lr_sd[sl]),
+            "lr_sd_rms": None if lr_sd is None else _rms(lr_sd[sl]),
         })
     names = joint.param_names
     site_of = [site.name for site in joint.sites for _ in range(site.size)]
@@ -507,10 +514,10 @@ def compute(joint: FlatJoint, loc: np.ndarray, scale: np.ndarray, seed: int = 0,
             "draws": int(residual["draws"]),
             "z_limit": limit,
             "tolerance": TOLERANCE,
-            "rule": (f"per site: mean r over its parameters, SE over the antithetic pairs; |mean r| <= "
-                     f"max({limit:.2f} SE, {TOLERANCE:g}) is at the fixed point ({limit:.2f}: the Sidak limit for "
-                     f"{len(joint.sites)} sites at a family-wise false-alarm rate of 1%, at least 3); below, σ is too "
-                     "small by k = 1/√(1 + mean r); above, too large by √(1 + mean r)"),
+            "rule": (f"|mean r| ≤ max({limit:.2f} SE, {TOLERANCE:g}) is at the fixed point ({limit:.2f}: the Šidák "
+                     f"limit over {len(joint.sites)} site{'s' if len(joint.sites) > 1 else ''} at a family-wise "
+                     "false-alarm rate of 1%, at least 3); below, σ is too small by k = 1/√(1 + mean r); above, too "
+                     "large by √(1 + mean r)"),
             "hessian_at_mean": subset_note,
             "linear_response": lr_note,
             "residual_seconds": residual_seconds,
@@ -544,12 +551,11 @@ class Diagnosis:
         out = []
         for s in self.result["sites"]:
             n = s["weights"]
-            sigma = s["sigma_geometric_mean"]
-            tau = s["inv_sqrt_expected_hessian_geometric_mean"]
-            what = "" if n == 1 else "geometric means over the site: "
+            sigma, tau = s["sigma_rms"], s["inv_sqrt_mean_expected_hessian"]
+            what = ("σ", "1/√E_q[Hᵢᵢ]") if n == 1 else ("σ (rms)", "1/√mean E_q[Hᵢᵢ]")
             out.append(
-                f"{s['variable']} ({n:,} parameter{'s' if n > 1 else ''}): {what}σ {sigma:.3g}, "
-                f"1/√E_q[Hᵢᵢ] {tau:.3g}; mean r = {s['mean_r']:+.3g} ± {s['mean_r_se']:.2g} -> {s['text']}"
+                f"{s['variable']} ({n:,} parameter{'s' if n > 1 else ''}): {what[0]} {sigma:.3g}, "
+                f"{what[1]} {tau:.3g}; mean r = {s['mean_r']:+.3g} ± {s['mean_r_se']:.2g} -> {s['text']}"
             )
         return out
 

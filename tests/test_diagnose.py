@@ -445,3 +445,36 @@ def test_the_readme_examples_run_as_written(tmp_path):
         assert (tmp_path / "reports" / "diagnose" / name).is_file()
     quoted = re.search(r"`(σ too small by a factor [0-9.]+): ", section).group(1)
     assert quoted in outputs[3], outputs[3]
+
+
+LOGNORMAL_MODEL = '''
+import torch, pyro, pyro.distributions as dist
+from models import ModelSpec
+
+def model(y):
+    s = pyro.sample("s", dist.LogNormal(torch.zeros((), dtype=torch.float64), 1.0))
+    with pyro.plate("data", y.shape[-1]):
+        pyro.sample("y", dist.Normal(0.0, s), obs=y)
+
+def data():
+    return {"y": torch.linspace(-1.0, 1.0, 10, dtype=torch.float64)}
+
+SPEC = ModelSpec(name="lognormal_scale", model=model, data=data)
+'''
+
+
+def test_a_diagnosis_that_cannot_be_computed_exits_1_with_one_line(tmp_path, capsys):
+    """log sigma = 800: sigma overflows to inf, so log p and its gradient are not finite at the draws."""
+    path = tmp_path / "lognormal_scale.py"
+    path.write_text(LOGNORMAL_MODEL)
+    torch.save({"s": {"loc": torch.tensor(800.0), "scale": torch.tensor(1.0)}}, tmp_path / "p.pt")
+    assert main(["--model", str(path), "--params", str(tmp_path / "p.pt"), "--out", str(tmp_path / "out")]) == 1
+    line = one_error_line(capsys)
+    assert line.startswith("error: the diagnosis could not be computed: FloatingPointError"), line
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_out_that_is_a_file_exits_2(seed_store, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["--model", SEED_LINEAR, "--params", str(seed_store), "--out", str(tmp_path / "file")]) == 2
+    assert "exists and is not a folder" in one_error_line(capsys)

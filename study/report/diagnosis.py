@@ -88,10 +88,12 @@ def blocks(result: dict, figure: Path, left_out: int) -> list:
     counts = {}
     for s in sites:
         counts[s["verdict"]] = counts.get(s["verdict"], 0) + 1
-    summary = "; ".join(f"{n} of {len(sites)} sites {verdict}" for verdict, n in counts.items())
+    summary = "; ".join(f"{n} of {len(sites)} site{'s' if len(sites) > 1 else ''}: {verdict.replace('sigma', 'σ')}"
+                        for verdict, n in counts.items())
     out = [
         Heading(1, f"Diagnosis of a mean-field guide: {result['model']}"),
-        Paragraph(f"Guide: {result['guide']} from `{result['source']}`, {result['d']:,} latent coordinates. "
+        Paragraph(f"Guide: {result['guide']} from `{result['source']}`, {result['d']:,} latent coordinate"
+                  f"{'s' if result['d'] > 1 else ''}. "
                   f"{summary}."),
     ]
     if result.get("command"):
@@ -99,18 +101,19 @@ def blocks(result: dict, figure: Path, left_out: int) -> list:
     rows = []
     for s in sites:
         rows.append([
-            f"`{s['variable']}`", f"{s['weights']:,}", _g(s["sigma_geometric_mean"]),
-            _g(s["inv_sqrt_expected_hessian_geometric_mean"]), f"{s['mean_r']:+.3g} ± {s['mean_r_se']:.2g}",
-            s["text"], _g(s["inv_sqrt_hessian_at_mean_geometric_mean"]), _g(s["lr_sd_geometric_mean"]),
+            f"`{s['variable']}`", f"{s['weights']:,}", _g(s["sigma_rms"]),
+            _g(s["inv_sqrt_mean_expected_hessian"]), f"{s['mean_r']:+.3g} ± {s['mean_r_se']:.2g}",
+            s["text"], _g(s["inv_sqrt_mean_hessian_at_mean"]), _g(s["lr_sd_rms"]),
         ])
     out.append(Heading(2, "Per site"))
     out.append(Table(
-        ["site", "parameters", "σ", "1/√E_q[Hᵢᵢ]", "mean r ± SE", "verdict", "1/√Hᵢᵢ at the mean",
-         "marginal sd (linear response)"],
+        ["site", "parameters", "σ (rms)", "1/√mean E_q[Hᵢᵢ]", "mean r ± SE", "verdict", "1/√mean Hᵢᵢ at the mean",
+         "marginal sd (linear response, rms)"],
         rows,
-        caption=("σ, 1/√E_q[Hᵢᵢ], 1/√Hᵢᵢ and the marginal sd are geometric means over the site's parameters "
-                 "(positive values only); r = σᵢ²E_q[Hᵢᵢ] − 1, its mean over the site and the SE of that mean over "
-                 "the antithetic pairs of draws. " + method["rule"] + "."),
+        caption=("Over a site's parameters: σ and the marginal sd are root mean squares, 1/√E_q[Hᵢᵢ] and 1/√Hᵢᵢ "
+                 "are 1/√ of the mean curvature (1/√Hᵢᵢ over the measured parameters). r = σᵢ²E_q[Hᵢᵢ] − 1; its "
+                 "mean over the site, with the SE of that mean over the antithetic pairs of draws. "
+                 + method["rule"] + "."),
     ))
     out.append(Image(figure, "sigma against 1/sqrt(E_q[H_ii])",
                      caption=("One dot per parameter, coloured by site; on the dashed line σ is at the mean-field "
