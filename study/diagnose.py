@@ -106,6 +106,7 @@ def _constraint_classes() -> list[type]:
     for module in (torch_constraints, pyro_constraints):
         for value in vars(module).values():
             if (isinstance(value, type) and issubclass(value, torch_constraints.Constraint)
+                    and not issubclass(value, property)  # _DependentProperty wraps a function
                     and value is not torch_constraints.Constraint and value not in found):
                 found.append(value)
     return found
@@ -126,7 +127,7 @@ def load_file(path: str | Path) -> Any:
 
     path = Path(path)
     if not path.is_file():
-        raise GuideMismatch(f"--params {path}: file not found")
+        raise GuideMismatch(f"--params {path}: {'not a file' if path.exists() else 'file not found'}")
     try:
         with torch.serialization.safe_globals(_constraint_classes()):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -177,9 +178,21 @@ def read_param_store(state: dict, label: str) -> GuideParams:
             "Gaussian; study.diagnose reads mean-field guides: AutoNormal or AutoDiagonalNormal"
         )
 
+    from torch.distributions.constraints import Constraint
+
     def value(key):
-        constraint = constraints.get(key)
-        return params[key].detach() if constraint is None else _constrained(params[key], constraint)
+        tensor, constraint = params[key], constraints.get(key)
+        if not tensor.is_floating_point():
+            raise GuideMismatch(f"{label}: param store entry {key!r} holds {tensor.dtype}, not floating-point numbers")
+        if constraint is None:
+            return tensor.detach()
+        if not isinstance(constraint, Constraint):
+            raise GuideMismatch(f"{label}: the constraint of {key!r} is a {type(constraint).__name__}, not a constraint")
+        try:
+            return _constrained(tensor, constraint)
+        except NotImplementedError:
+            raise GuideMismatch(f"{label}: the constraint of {key!r}, {constraint}, maps no real numbers "
+                                "onto its values: not a guide's parameter") from None
 
     auto_normal = {}
     for key in names:

@@ -316,6 +316,14 @@ def _hostile(kind: str, tmp_path: Path) -> Path:
         torch.save({"w": {"loc": torch.zeros(6), "scale": torch.tensor([1.0, 1.0, -0.5, 1.0, 1.0, 1.0])}}, path)
     elif kind == "infinite_loc":
         torch.save({"w": {"loc": torch.tensor([0.0, math.inf, 0, 0, 0, 0]), "scale": torch.ones(6)}}, path)
+    elif kind == "bogus_constraint":
+        state = _autonormal_state(LINEAR_CORRELATED)
+        state["constraints"]["AutoNormal.scales.w"] = torch.ones(6)
+        torch.save(state, path)
+    elif kind == "integer_constraint":
+        state = _autonormal_state(LINEAR_CORRELATED)
+        state["constraints"]["AutoNormal.scales.w"] = torch.distributions.constraints.nonnegative_integer
+        torch.save(state, path)
     elif kind == "text":
         path.write_text("loc = 1, scale = 2\n")
     elif kind == "tensor":
@@ -337,15 +345,20 @@ def _hostile(kind: str, tmp_path: Path) -> Path:
         ("nan_scale", r"non-finite scale: site 'w' \(AutoNormal.scales.w\): scale\[2\] = nan"),
         ("negative_scale", r"negative scale: site 'w' \(w.scale\): scale\[2\] = -0.5"),
         ("infinite_loc", r"non-finite loc: site 'w': loc\[1\] = inf"),
+        ("bogus_constraint", r"the constraint of 'AutoNormal.scales.w' is a Tensor, not a constraint"),
+        ("integer_constraint", r"the constraint of 'AutoNormal.scales.w', .* maps no real numbers"),
         ("text", r"not a Pyro param store or a loc/scale file: torch.load\(weights_only=True\) refused it"),
         ("tensor", r"not a Pyro param store .* it holds Tensor"),
         ("other_dict", r"not a Pyro param store .* it holds a dict with keys 'state_dict', 'epoch'"),
         ("empty", r"not a Pyro param store or a loc/scale file"),
         ("absent", r"--params .*absent.pt: file not found"),
+        ("folder", r"--params .*folder: not a file"),
     ],
 )
 def test_each_hostile_file_exits_2_with_one_line_naming_the_mismatch(tmp_path, capsys, kind, message):
-    path = tmp_path / "absent.pt" if kind == "absent" else _hostile(kind, tmp_path)
+    if kind == "folder":
+        (tmp_path / "folder").mkdir()
+    path = tmp_path / {"absent": "absent.pt", "folder": "folder"}[kind] if kind in ("absent", "folder") else _hostile(kind, tmp_path)
     out = tmp_path / "out"
     assert main(["--model", LINEAR_CORRELATED, "--params", str(path), "--out", str(out)]) == 2
     line = one_error_line(capsys)
