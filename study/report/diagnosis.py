@@ -58,11 +58,12 @@ def draw_figure(result: dict, path: Path) -> tuple[Path, int]:
     shown = np.isfinite(tau) & (tau > 0) & (sigma > 0)
     fig, ax = plt.subplots(figsize=(6.0, 5.0))
     colours = plt.get_cmap("tab10")
+    many = int(shown.sum()) > 2000  # small dots, drawn as a raster inside the vector figure
     for k, site in enumerate(s["site"] for s in result["sites"]):
         keep = shown & (site_of == site)
         if keep.any():
-            ax.scatter(tau[keep], sigma[keep], s=14 if keep.sum() < 2000 else 2, alpha=0.7, color=colours(k % 10),
-                       label=site, rasterized=bool(keep.sum() > 2000), linewidths=0)
+            ax.scatter(tau[keep], sigma[keep], s=3 if many else 14, alpha=0.7, color=colours(k % 10),
+                       label=site, rasterized=many, linewidths=0)
     if shown.any():
         lo = float(min(tau[shown].min(), sigma[shown].min())) / 1.5
         hi = float(max(tau[shown].max(), sigma[shown].max())) * 1.5
@@ -77,7 +78,7 @@ def draw_figure(result: dict, path: Path) -> tuple[Path, int]:
     ax.set_xlabel(r"$1/\sqrt{E_q[H_{ii}]}$")
     ax.set_ylabel(r"$\sigma_i$ of the guide")
     ax.set_title(f"{result['model']}: σ against the fixed point", fontsize=10)
-    ax.legend(fontsize=8, markerscale=2 if len(sigma) > 2000 else 1, loc="best")
+    ax.legend(fontsize=8, markerscale=3 if many else 1, loc="best")
     return save(fig, path, dpi=DETAIL_DPI), int((~shown).sum())
 
 
