@@ -7,3 +7,12 @@ import warnings
 # warning repeats once per traced fit and says nothing about the results; everything
 # else still warns.
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.(trace|script)` is deprecated", category=FutureWarning)
+
+
+def __getattr__(name: str):
+    """``study.diagnose``, imported on first use: ``python -m study.compare`` never loads it."""
+    if name == "diagnose":
+        import importlib
+
+        return importlib.import_module("study.diagnose")
+    raise AttributeError(f"module 'study' has no attribute {name!r}")
