@@ -94,6 +94,11 @@ def test_the_degrees_of_freedom_factor_is_the_regression_residual_ratio():
     # the prediction is sqrt(SSE/(n - d) / (SST/(n - 1))).
     rng = np.random.default_rng(11)
     flat = rng.standard_normal((300, 4)) @ rng.standard_normal((4, 4))
+    np.testing.assert_allclose(shrink_from_draws(flat), _shrink_by_least_squares(flat), rtol=1e-10)
+
+
+def _shrink_by_least_squares(flat: np.ndarray) -> list[float]:
+    """The oracle: sqrt(SSE/(n - d) / (SST/(n - 1))) of regressing each coordinate on the others."""
     n, d = flat.shape
     expected = []
     for i in range(d):
@@ -102,7 +107,7 @@ def test_the_degrees_of_freedom_factor_is_the_regression_residual_ratio():
         sse = np.sum((flat[:, i] - others @ coef) ** 2)
         sst = np.sum((flat[:, i] - flat[:, i].mean()) ** 2)
         expected.append(np.sqrt((sse / (n - d)) / (sst / (n - 1))))
-    np.testing.assert_allclose(shrink_from_draws(flat), expected, rtol=1e-10)
+    return expected
 
 
 # -- the reference's moments on fixed draws -------------------------------------------------------
@@ -227,17 +232,8 @@ def test_bambi_kidiq_predicted_shrink_against_numpy():
     uncentred = load_reference_summary("kidiq-kidscore_interaction")
     flat = uncentred.thinned.reshape(-1, 5).copy()
     flat[:, 0] += flat[:, 1:4] @ _kidiq_columns().mean(0)
-    n, d = flat.shape
-    # sqrt(1 - R_i^2) by least squares of each coordinate on the others, with (n-1)/(n-d).
-    expected = []
-    for i in range(d):
-        others = np.column_stack([np.ones(n), np.delete(flat, i, axis=1)])
-        coef, *_ = np.linalg.lstsq(others, flat[:, i], rcond=None)
-        sse = np.sum((flat[:, i] - others @ coef) ** 2)
-        sst = np.sum((flat[:, i] - flat[:, i].mean()) ** 2)
-        expected.append(np.sqrt(sse * (n - 1) / (sst * (n - d))))
     fit = fit_reference(make_run("kidiq-kidscore_interaction_bambi"))
-    np.testing.assert_allclose(fit.info["predicted_shrink"], expected, rtol=1e-9)
+    np.testing.assert_allclose(fit.info["predicted_shrink"], _shrink_by_least_squares(flat), rtol=1e-9)
     # The intercept is nearly independent of the slopes; the uncentred product column is not.
     shrink = np.asarray(fit.info["predicted_shrink"])
     assert shrink[0] > 0.95 and shrink[4] > 0.95 and shrink[1] < 0.2 and shrink[3] < 0.2
