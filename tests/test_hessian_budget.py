@@ -16,7 +16,7 @@ import torch
 from models import ModelSpec
 from study.compare import main
 from study.core.context import ModelRun
-from study.core.joint import FlatJoint
+from study.core.joint import HEAP_SLACK, FlatJoint
 from study.core.memory import LiveBytes
 from study.core.settings import Settings
 from study.methods import laplace
@@ -73,7 +73,7 @@ def test_the_budget_sets_the_products_per_pass_and_no_bit_of_the_hessian(budget)
     joint = FlatJoint(model, data(), memory_budget=10**12)
     joint.hessian(z)  # measures a product's bytes
     held = 3 * (D + 1) ** 2 * 8
-    per_product = 2 * joint.hvp_bytes  # the heap's slack (HEAP_SLACK)
+    per_product = HEAP_SLACK * joint.hvp_bytes
     joint.memory_budget = held + budget * per_product if budget < 100 else budget
     got = joint.hessian(z)
     chunk = min(budget, D + 1) if budget < 100 else max(1, min(D + 1, (budget - held) // per_product))
@@ -114,7 +114,7 @@ def test_where_the_hessian_takes_several_passes_the_map_search_builds_it_once_at
     # A budget of one product per pass, so Newton steps go by conjugate gradients.
     probe = FlatJoint(model, data())
     probe.hessian(probe.init_z)
-    budget = 3 * (D + 1) ** 2 * 8 + 2 * probe.hvp_bytes
+    budget = 3 * (D + 1) ** 2 * 8 + HEAP_SLACK * probe.hvp_bytes
     run = ModelRun.create(SPEC, Settings.make(quick=True, memory_budget=budget))
     calls = []
     real = FlatJoint.hessian
