@@ -311,6 +311,13 @@ def _run(argv: list[str] | None) -> int:
     cached = f"{reused} of {len(fits)} fits reused from {cache_dir}" if cache_dir else "cache off"
     print(f"wrote {paths['html']} and {paths['csv']} in {time.perf_counter() - start:.1f} s "
           f"(fits {study.wall_seconds:.1f} s; {cached})")
+    try:  # the answer, last: what a log ends with
+        from study.report.terminal import claim_lines
+
+        print("\n".join(["", "The answer over the models of this run:", *claim_lines(study),
+                          f"The report: {paths['html']}"]), flush=True)
+    except Exception as error:  # noqa: BLE001 (the outputs are written; a claim that cannot be said is no failure)
+        print(f"the claims could not be printed: {one_line(error)}; the report: {paths['html']}", file=sys.stderr)
     if failed:
         print(f"failed fits: {', '.join(failed)}", file=sys.stderr)
     if flagged:

@@ -25,6 +25,22 @@ def test_a_run_into_a_log_has_no_progress_frames_and_one_line_per_model(tmp_path
         lines = [line for line in result.stdout.splitlines() if line.startswith(f"{name}: ")]
         assert len(lines) == 1, result.stdout
         assert " s, fits 3 ok, 0 flagged, 0 failed" in lines[0]
+    # The log ends with the answer's claims for these models, then where the report is.
+    tail = result.stdout.strip().splitlines()
+    assert tail[-1] == f"The report: {tmp_path / 'out' / 'report.html'}"
+    assert "The answer over the models of this run:" in tail
+
+
+def test_the_claims_printed_last_are_the_reports_opening_claims(tmp_path, capsys):
+    assert main(["--quick", "--models", "seed_linear", "linear_correlated", "--methods", "svi_meanfield",
+                 "expected_loss", "laplace_diag", "laplace_full", "reference", "--out", str(tmp_path), "--no-progress"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    start = lines.index("The answer over the models of this run:")
+    claims = lines[start + 1:-1]
+    assert [c[:3] for c in claims] == ["1. ", "2. ", "3. "]
+    report = (tmp_path / "report.md").read_text().replace("**", "").replace("`", "")
+    for claim in claims:
+        assert claim[3:] in report
 
 
 def test_a_chosen_model_without_out_leaves_the_default_studys_results(tmp_path, monkeypatch):
