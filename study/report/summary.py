@@ -229,7 +229,8 @@ def study_answer(study: StudyResult) -> dict:
     lists them. ``benchmark`` is ``benchmark_answer(study)`` (the published statistics
     over the models with a trusted reference), ``headline`` is ``headline_answer(study)``
     (the numbers of the three opening sentences), ``law`` is
-    ``study.report.topics.law.law_answer(study)`` (measured σ_SVI / ref sd against √(1 − Rᵢ²)).
+    ``study.report.topics.law.law_answer(study)`` (measured σ_SVI / ref sd against √(1 − Rᵢ²)), ``networks``
+    is ``study.report.topics.networks.network_ratios(study)`` (σᵢ⁻²/Hᵢᵢ at the guide's mean per network).
     """
     per_model = {m.name: model_answer(m) for m in study.models}
     pooled: dict = {}
@@ -252,10 +253,11 @@ def study_answer(study: StudyResult) -> dict:
         }
     if untrusted:
         pooled["untrusted_references"] = sorted(untrusted)
-    from study.report.topics.law import law_answer  # the law's topic imports this module
+    from study.report.topics.law import law_answer  # the topics import this module
+    from study.report.topics.networks import network_ratios
 
     return {"models": per_model, "pooled": pooled, "benchmark": benchmark_answer(study),
-            "headline": headline_answer(study), "law": law_answer(study)}
+            "headline": headline_answer(study), "law": law_answer(study), "networks": network_ratios(study)}
 
 
 def usable_fit(model: ModelResult, method: str):

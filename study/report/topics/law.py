@@ -406,8 +406,8 @@ def law_answer_blocks(study: StudyResult, answer: dict, fig_dir: Path) -> list:
     """The report section "The law behind the shortfall" and the parameterisation section."""
     law = answer.get("law") or {}
     titles = {m.name: m.title for m in study.models}
-    missing = Paragraph("No prediction: " + "; ".join(f"{titles.get(n, n)} ({why})"
-                                                      for n, why in (law.get("missing") or {}).items()) + ".")
+    missing = Table(columns=["model without a prediction", "why"], numeric=False,
+                    rows=[[titles.get(n, n), why] for n, why in (law.get("missing") or {}).items()])
     if not law.get("pooled"):
         return [Heading(3, "The law behind the shortfall", anchor="law"), missing] if law.get("missing") else []
     blocks: list = [Heading(3, "The law behind the shortfall", anchor="law"), Paragraph(" ".join(law_sentences(law))),
