@@ -148,7 +148,7 @@ def law_claim(answer: dict) -> Claim | None:
     lr = ((answer.get("benchmark") or {}).get("methods") or {}).get("svi_meanfield_lr")
     if lr:
         verb = "recovers" if abs(lr["median"] - 1.0) <= TOLERANCE else "does not recover"
-        text += f"; [linear response](@linear response) {verb} it (median {fmt(lr["median"])})"
+        text += f"; [linear response](@linear response) {verb} it (median {fmt(lr['median'])})"
     return Claim("law", text + ".", "law", "The law behind the shortfall", law["median"], law.get("median_se"))
 
 
