@@ -325,13 +325,13 @@ def test_wording_follows_the_numbers():
     for model in study.models[:2]:  # now σ_SVI = 1/√Hᵢᵢ everywhere
         model.fits["svi_meanfield"].sd = model.fits["laplace_diag"].sd.copy()
     made = {c.key: c for c in claims(study_answer(study))}
-    assert made["proxy"].text.startswith("σᵢ ≈ 1/√Hᵢᵢ")
+    assert made["proxy"].text.startswith("Where the posterior is near-Gaussian σᵢ ≈ 1/√Hᵢᵢ")
 
     study = synthetic_study()
     model = study.models[0]  # σ_SVI at the reference sd: the law's prediction (√(1 − Rᵢ²) = 0.5) missed by 2
     model.fits["svi_meanfield"].sd = model.fits["reference"].sd.copy()
     law = next(c for c in claims(study_answer(study)) if c.key == "law")
-    assert "does not follow the [shortfall law]" in law.text and law.value == pytest.approx(2.0)
+    assert "misses the [shortfall law]" in law.text and law.value == pytest.approx(2.0)
 
 
 def test_report_takes_extra_blocks():

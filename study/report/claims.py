@@ -47,8 +47,9 @@ GLOSSARY = {
         "of the Hessian of −log p(θ, y) at the MAP. It is below the marginal sd whenever parameters are correlated."),
     "fixed point": (
         "at a mean-field optimum every σᵢ⁻² equals E_q[Hᵢᵢ], the Hessian diagonal averaged over the fitted q "
-        "(Opper & Archambeau 2009); it holds when every residual rᵢ = σᵢ²·E_q[Hᵢᵢ] − 1 is within 3 SE of 0. A fit "
-        "whose σ stopped short of it (still moving at the step cap) has not settled."),
+        "(Opper & Archambeau 2009); it holds when no residual rᵢ = σᵢ²·E_q[Hᵢᵢ] − 1 lies beyond its limit: 3 SE, or "
+        "for d parameters the Šidák bound at a 1% family-wise false-alarm rate where that is larger (3.6 SE at d = 31). "
+        "A fit whose residuals are off while σ still moves stopped short of it: it has not settled."),
     "shortfall law": (
         "for a Gaussian posterior with covariance S, σᵢ / sdᵢ = 1/√(Sᵢᵢ (S⁻¹)ᵢᵢ) = √(1 − Rᵢ²), Rᵢ² the share of "
         "the parameter's variance the others explain (Bishop, PRML §10.1.2); \"predicted\" is that value from the "
@@ -101,8 +102,8 @@ def fixed_point_claim(answer: dict) -> Claim | None:
     held = sum(v == "fixed point" for v in verdicts)
     short = len(verdicts) - len(settled)
     tail = f"; {short} of {len(verdicts)} stopped short of it" if short else ""
-    text = (f"The mean-field [fixed point](@fixed point) σᵢ⁻² = E_q[Hᵢᵢ] holds, every residual within {Z_LIMIT:g} "
-            f"[SE](@SE), in **{held} of {len(settled)}** mean-field fits whose σ settled{tail}.")
+    text = (f"The mean-field [fixed point](@fixed point) σᵢ⁻² = E_q[Hᵢᵢ] holds, no residual beyond its limit (at least "
+            f"{Z_LIMIT:g} [SE](@SE)), in **{held} of {len(settled)}** mean-field fits whose σ settled{tail}.")
     return Claim("fixed_point", text, "fixed-point", "Fixed point", float(held), None)
 
 

@@ -104,7 +104,8 @@ def answer_block(study, answer: dict, figure_link: str | None, figure_caption: s
     lines.append("")
     if figure_link:
         lines += [f"![The ratios behind claims 2 to 4]({figure_link})", ""]
-        caption = f"{figure_caption} From the default study: {run}." if figure_caption else f"From the default study: {run}."
+        which = "a --quick run (for checks only)" if s.quick else "the default study"
+        caption = f"{figure_caption} From {which}: {run}." if figure_caption else f"From {which}: {run}."
         lines += [f"*{caption}*", ""]
     lines.append(END)
     return "\n".join(lines)

@@ -38,7 +38,7 @@ def reference_used(model) -> str:
     fit = model.fits.get("reference")
     if fit is not None and fit.ok:
         return str(fit.info.get("kind") or model.reference_kind or "reference")
-    if fit is not None and fit.status == "skipped":
+    if fit is not None and fit.status == "skipped" and "skipped above" in fit.reason:
         return "none (skipped for size)"
     if fit is not None:
         return f"none ({fit.status})"
