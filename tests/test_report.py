@@ -7,7 +7,6 @@ import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
-import numpy as np
 import pytest
 from report_data import TRUSTED_RATIO, UNTRUSTED_RATIO, synthetic_study
 
@@ -18,7 +17,7 @@ from study.report.document import inline_html, to_markdown
 from study.report.write import results_document, write_all
 from study.report.build import build
 from study.report.topics.overview import model_anchor
-from study.report.summary import BAND, MAX_R_HAT, MIN_ESS_BULK, study_answer
+from study.report.summary import MAX_R_HAT, MIN_ESS_BULK, study_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 VOID = {"meta", "img", "br", "hr", "link", "input", "col", "source", "wbr"}
@@ -616,3 +615,26 @@ def test_the_run_line_names_the_models_whose_fits_took_fewer_particles():
     fewer = study.settings.particles - 1
     model.fits["svi_meanfield"].info = {**model.fits["svi_meanfield"].info, "particles": fewer}
     assert particles_text(study) == f"{study.settings.particles} particles ({fewer} on `{model.name}`)"
+
+
+def test_the_speed_page_is_the_table_generated_from_benchmarks_results(tmp_path):
+    """docs/speed.md is what benchmarks/speed_table.py writes from benchmarks/results/, one row per configuration."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("speed_table", ROOT / "benchmarks" / "speed_table.py")
+    speed_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed_table)
+    committed = (ROOT / "docs" / "speed.md").read_text(encoding="utf-8")
+    assert committed == speed_table.table(ROOT / "benchmarks" / "results")
+    recorded = json.loads((ROOT / "benchmarks" / "results" / "recorded.json").read_text(encoding="utf-8"))["rows"]
+    rows = [line for line in committed.splitlines() if re.match(r"\| \d{4}-\d\d-\d\d \|", line)]
+    assert len(rows) == len(recorded) and all(row.count(" | ") == 6 for row in rows)
+    # A speed.py run copied into the folder adds its row.
+    shutil.copy(ROOT / "benchmarks" / "results" / "recorded.json", tmp_path / "recorded.json")
+    (tmp_path / "run.json").write_text(json.dumps({
+        "cold": {"wall_seconds": 492.0, "fits_seconds": 840.0}, "warm": {"wall_seconds": 4.2},
+        "machine": {"cpus": 2, "platform": "Linux", "python": "3.11", "date": "2030-01-01"}}))
+    page = speed_table.table(tmp_path)
+    first = [line for line in page.splitlines() if line.startswith("| 2030")]
+    assert first == ["| 2030-01-01 | 2 cores, Linux, Python 3.11 | default study | 8 min 12 s (fits 840 s) | "
+                     "4.2 s | – | run.json |"]

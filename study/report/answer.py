@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 
 from study.report.summary import BAND, TOLERANCE
 
@@ -39,15 +38,6 @@ def with_se(value, se, complete: bool = True) -> str:
     if se is None or (not complete and se == 0):
         return f"{fmt(value)} (SE n/a)"
     return f"{fmt(value)} ± {fmt(se, 2)}" + ("" if complete else "*")
-
-
-def ratio_cell(entry: dict | None) -> str:
-    """Median ± SE (worst ± SE) of a ``summary.describe`` entry."""
-    if not entry:
-        return "–"
-    complete = entry.get("se_complete", True)
-    return (f"{with_se(entry['median'], entry.get('median_se'), complete)} "
-            f"({with_se(entry['worst'], entry.get('worst_se'), complete)})")
 
 
 def percent(share: float) -> str:

@@ -90,7 +90,7 @@ def model_index(study: StudyResult, answer: dict) -> Table:
         ref = _pool([model], SVI, "reference")
         fixed = a.get("fixed_point")
         shrink = law.get(model.name)
-        bad = [f"`{name}` {fit.status}" for name, fit in model.fits.items() if fit.status != OK]
+        bad = [f"`{name}` {fit.status}" for name, fit in model.fits.items() if fit.status in ("failed", "flagged")]
         rows.append([
             label,
             reference_used(model) + (f" (untrusted {UNTRUSTED_MARK})" if flag else ""),
@@ -98,15 +98,16 @@ def model_index(study: StudyResult, answer: dict) -> Table:
             _cell(diag),
             _cell(ref, mark),
             fmt(shrink["median_predicted"]) if shrink else "–",
-            f"{fixed['verdict']} ({fixed['n_off']} of {fixed['n']} beyond {Z_LIMIT:g} SE)" if fixed else "–",
+            f"{fixed['verdict']} ({fixed['n_off']} of {fixed['n']} off)" if fixed else "–",
             "ok" if not bad else "; ".join(bad),
         ])
     caption = ("Medians over each model's parameters ± their Monte Carlo SE (propagated from each ratio's own error, "
                "as in the benchmark's per-model table). Verdict: each median within ±"
                f"{round(100 * TOLERANCE)}% of 1 or not; \"as predicted\": σ_SVI / ref sd within ±"
                f"{round(100 * TOLERANCE)}% of the shortfall law's √(1 − Rᵢ²). Fixed point: the verdict of the "
-               "check σᵢ⁻² = E_q[Hᵢᵢ] and how many residuals lie beyond its limit. Status: ok, or the fits that failed, "
-               "were skipped or are flagged (the model's section says why).")
+               f"check σᵢ⁻² = E_q[Hᵢᵢ] and how many residuals lie beyond its limit (at least {Z_LIMIT:g} SE). Status: ok, "
+               "or the fits that failed or are flagged (the model's section says why; skipped methods are listed "
+               "there too).")
     if any_untrusted:
         caption += (f" {UNTRUSTED_MARK} Untrusted NUTS reference (largest R-hat above {MAX_R_HAT} or smallest "
                     f"bulk ESS below {MIN_ESS_BULK}): shown, but left out of every pooled number.")
