@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-
 from study.report.summary import BAND, TOLERANCE
 
 QUESTION = (

@@ -31,10 +31,10 @@ from study.core.results import ModelResult
 from study.report.answer import fmt
 from study.report.document import Bullets, Heading, Image, Paragraph, Table
 from study.report.plotting import DETAIL_DPI, plt, save
+from study.report.summary import (  # noqa: F401  (the networks' numbers live with the others)
+    GGN_SOURCES, HESSIAN_SOURCES, SIGMA_SOURCES, _fit_ok, is_network, median_with_se, network_ratios, precision_of,
+)
 
-HESSIAN_SOURCES = ("hessian_diag", "laplace_diag")
-GGN_SOURCES = ("ggn_diag", "laplace_torch_diag")
-SIGMA_SOURCES = ("svi_meanfield", "ivon")
 # A layer "tracks" a curvature when the median of sigma_i^-2 / curvature_i lies within this
 # factor of 1 (a factor 1.25^2 in precision: sigma within 25%, the band of the main answer).
 TRACK_FACTOR = 1.25**2
@@ -42,41 +42,10 @@ TRACK_FACTOR = 1.25**2
 MAX_POINTS = 3000
 
 
-def _fit_ok(model: ModelResult, method: str):
-    fit = model.fits.get(method)
-    return fit if fit is not None and fit.ok and fit.sd is not None else None
-
-
-def is_network(model: ModelResult) -> bool:
-    """A network: the model has an ``ivon`` fit or a GGN-diagonal fit (methods for networks)."""
-    return any(_fit_ok(model, m) is not None for m in ("ivon", "ggn_diag"))
-
-
-def precision_of(model: ModelResult, sources: tuple[str, ...]) -> tuple[np.ndarray | None, str | None]:
-    """``sd^-2`` of the first usable source, shape ``(d,)`` (NaN where the source has no value)."""
-    for method in sources:
-        fit = _fit_ok(model, method)
-        if fit is not None:
-            sd = np.asarray(fit.sd, dtype=float)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                return np.where(sd > 0, sd**-2.0, np.nan), method
-    return None, None
-
-
 def layer_slices(model: ModelResult) -> list[tuple[str, slice]]:
     """``(site name, flat slice)`` per latent site, from the model's layout."""
     return [(name, slice(offset, offset + int(np.prod(shape) if len(shape) else 1)))
             for name, offset, shape in model.layout]
-
-
-def median_with_se(ratios: np.ndarray) -> tuple[float, float]:
-    """Median of positive ``ratios`` and its SE (``1.2533 sd / sqrt(n)`` on the log scale, mapped back)."""
-    logs = np.log(ratios[np.isfinite(ratios) & (ratios > 0)])
-    if len(logs) == 0:
-        return float("nan"), float("nan")
-    centre = float(np.median(logs))
-    se_log = 1.2533 * float(np.std(logs, ddof=1)) / math.sqrt(len(logs)) if len(logs) > 1 else float("nan")
-    return math.exp(centre), math.exp(centre) * se_log
 
 
 def layer_table(model: ModelResult) -> list[dict]:
@@ -99,30 +68,6 @@ def layer_table(model: ModelResult) -> list[dict]:
                 row[f"{method}/{label}"] = median_with_se(ratio) + (len(ratio),)
         rows.append(row)
     return rows
-
-
-def network_ratios(study) -> dict:
-    """Per network without a reference: the median over all its weights of σᵢ⁻²/Hᵢᵢ, Hᵢᵢ the exact Hessian
-    diagonal at the mean-field mean (``hessian_diag``), with its SE (``median_with_se``) and ``n``.
-
-    The opening's claim 2 gives this for the networks outside its pool of models with a reference (NUTS is
-    skipped on them); a model with a reference is in that pool already.
-    """
-    out = {}
-    for model in study.models:
-        if model.status != "ok" or not is_network(model) or model.reference is not None:
-            continue
-        svi, hessian = _fit_ok(model, "svi_meanfield"), _fit_ok(model, "hessian_diag")
-        if svi is None or hessian is None:
-            continue
-        curvature, _ = precision_of(model, ("hessian_diag",))
-        ratio = np.asarray(svi.sd, dtype=float) ** -2.0 / curvature
-        ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
-        if len(ratio) == 0:
-            continue
-        median, se = median_with_se(ratio)
-        out[model.name] = {"median": median, "se": None if not np.isfinite(se) else se, "n": int(len(ratio))}
-    return out
 
 
 def tracks(entry) -> bool | None:
