@@ -1,4 +1,4 @@
-"""Numbers in words: formatting helpers for every topic, and the three-sentence ``headline``.
+"""Numbers in words: the formatting every topic shares, and the three-sentence ``headline``.
 
 Every wording is picked by a threshold on the numbers of ``study.summary.study_answer``
 (the ``answer`` dict that ``results.json`` stores), never written as fixed prose. The
