@@ -51,6 +51,7 @@ class Table:
     rows: list[list[str]]
     caption: str = ""
     numeric: bool = True  # right-align every column but the first
+    wrap: bool = False  # let long cells wrap (an index whose rows should fit the page) instead of scrolling
 
 
 @dataclass
@@ -183,8 +184,9 @@ def _html_block(block) -> str:
             body.append("<tr>" + "".join(cells) + "</tr>")
         # The caption sits outside the scrolling wrapper so that it wraps at the screen's width.
         caption = f'<p class="caption">{inline_html(block.caption)}</p>' if block.caption else ""
+        table = '<table class="wrap">' if block.wrap else "<table>"
         return (
-            f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
+            f'<div class="table-wrap">{table}<thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table></div>{caption}"
         )
     if isinstance(block, Image):
@@ -212,7 +214,7 @@ ol.claims li{margin:.15rem 0}dl.terms dt{font-weight:600;margin-top:.4rem}dl.ter
 .table-wrap{overflow-x:auto;max-width:100%;margin:.6rem 0}
 table{border-collapse:collapse;font-size:.85rem;font-variant-numeric:tabular-nums}
 th,td{border:1px solid #ddd;padding:.2rem .45rem;text-align:left;white-space:nowrap}
-td.num{text-align:right}thead th{background:#f3f3f3}p.caption{font-size:.8rem;color:#555;margin-top:0}
+td.num{text-align:right}table.wrap th,table.wrap td{white-space:normal;min-width:5.5em}thead th{background:#f3f3f3}p.caption{font-size:.8rem;color:#555;margin-top:0}
 figure{margin:.8rem 0}img{max-width:100%;height:auto;display:block}
 figcaption{font-size:.85rem;color:#555}
 pre{background:#f6f6f6;padding:.6rem;overflow-x:auto;font-size:.8rem}

@@ -113,7 +113,7 @@ def model_index(study: StudyResult, answer: dict) -> Table:
                     f"bulk ESS below {MIN_ESS_BULK}): shown, but left out of every pooled number.")
     return Table(columns=["model", "reference", "verdict", "σ_SVI / (1/√Hᵢᵢ)", "σ_SVI / ref sd",
                           "predicted √(1 − Rᵢ²)", "fixed point", "status"],
-                 rows=rows, caption=caption, numeric=False)
+                 rows=rows, caption=caption, numeric=False, wrap=True)
 
 
 def answer_blocks(study: StudyResult, answer: dict, answer_figures: list[Image]) -> list:
