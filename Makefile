@@ -1,8 +1,9 @@
 # Two entry points, each doing all set-up on a fresh machine:
 #   make study   - run the whole study, write reports/
 #   make test    - run the test suite (the long checks stay out: make test-slow)
-#   make readme  - rewrite README.md's answer block (and docs/) from reports/results.json
-# A posteriordb database is read from POSTERIORDB_PATH (or `make study POSTERIORDB_PATH=...`).
+#   make readme  - rewrite README.md's answer block, docs/answer.png and docs/glossary.md from reports/results.json
+# The posteriordb models need no set-up: the study reads the data and gold-draw summaries shipped in
+# models/posteriordb/. POSTERIORDB_PATH (or `make study POSTERIORDB_PATH=...`) only adds a full clone.
 
 PYTHON ?= python3
 VENV ?= .venv

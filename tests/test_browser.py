@@ -23,6 +23,8 @@ from study.report.topics.overview import model_anchor
 pytestmark = pytest.mark.browser
 
 PHONE_WIDTH = 390  # CSS px: a common phone's viewport width
+# A laptop's browser window, in CSS px: the report's first screen must answer within it.
+FIRST_SCREEN = (1400, 900)
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -64,9 +66,9 @@ def browser():
     shutil.rmtree(profile, ignore_errors=True)
 
 
-def load(driver, path: Path, width: int, mobile: bool) -> None:
+def load(driver, path: Path, width: int, mobile: bool, height: int = 900) -> None:
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                           {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": mobile})
+                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile})
     driver.get_log("browser")  # drain: what follows is this page's log
     driver.get(path.resolve().as_uri())
 
@@ -118,3 +120,43 @@ def test_report_fits_a_phone_screen(report, browser):
     widths = browser.execute_script("return Array.from(document.images).map(i => i.getBoundingClientRect().width)")
     assert max(widths) <= PHONE_WIDTH
     full_page_screenshot(browser, out / "report-screenshot-phone.png")
+
+
+def test_first_screen_holds_the_question_the_claims_and_the_figure(report, browser):
+    """At 1400×900, before any scrolling: the question in one line, then the numbered claims (each linking to
+    the section that proves it), then the figure, all inside the viewport, and no horizontal scroll.
+
+    The screenshot of that first screen lands in the report's folder as ``report-first-screen.png``; for a
+    real run's report::
+
+        STUDY_REPORT_DIR=reports .venv/bin/python -m pytest tests/test_browser.py -k first_screen
+    """
+    out, _ = report
+    width, height = FIRST_SCREEN
+    load(browser, out / "report.html", width, mobile=False, height=height)
+    screen = browser.execute_script("""
+        const box = e => { const r = e.getBoundingClientRect(); return [r.top, r.bottom, r.left, r.right]; };
+        const h1 = document.querySelector('h1'), claims = document.getElementById('answer');
+        const figure = claims.nextElementSibling, img = figure.querySelector('img');
+        return {h1: box(h1), h1_line: parseFloat(getComputedStyle(h1).lineHeight) || 1.2 * parseFloat(getComputedStyle(h1).fontSize),
+                question: h1.textContent, claims: box(claims), tag: claims.tagName,
+                items: Array.from(claims.children).map(li => [li.textContent, Array.from(li.querySelectorAll('a')).map(a => a.getAttribute('href'))]),
+                figure: box(figure), figure_tag: figure.tagName, loaded: img.complete && img.naturalWidth > 0,
+                inner: [window.innerWidth, window.innerHeight], scroll: document.documentElement.scrollWidth,
+                before_claims: Array.from(document.querySelector('main').children).indexOf(claims)};""")
+    assert screen["inner"] == [width, height]
+    top, bottom = screen["h1"][:2]
+    assert screen["question"].strip().endswith("?") and bottom - top < 1.6 * screen["h1_line"]  # one line
+    assert screen["before_claims"] == 1  # the question, then the claims
+    assert screen["tag"] == "OL" and 3 <= len(screen["items"]) <= 4
+    for text, hrefs in screen["items"]:
+        # The last link goes to the section that proves the claim; the others to the glossary's terms.
+        assert hrefs and all(h.startswith("#") for h in hrefs), text
+        assert all(browser.execute_script(f"return !!document.getElementById('{h[1:]}')") for h in hrefs), hrefs
+    assert screen["figure_tag"] == "FIGURE" and screen["loaded"]
+    assert bottom <= screen["claims"][0] and screen["claims"][1] <= screen["figure"][0]
+    assert screen["figure"][1] <= height, "the figure ends below the first screen"
+    assert screen["scroll"] <= width and screen["figure"][3] <= width
+    shot = out / "report-first-screen.png"
+    shot.write_bytes(base64.b64decode(browser.get_screenshot_as_base64()))
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

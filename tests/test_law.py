@@ -338,4 +338,4 @@ def test_a_model_without_a_prediction_is_named_with_the_reason():
     answer = study_answer(study)
     assert answer["law"]["models"] == {} and "pooled" not in answer["law"]
     text = to_markdown(law_answer_blocks(study, answer, Path(".")), Path("."))
-    assert "No prediction: Gaussian, correlated (900 reference draws for 100 coordinates" in text
+    assert "| Gaussian, correlated | 900 reference draws for 100 coordinates: fewer than 10 per coordinate |" in text

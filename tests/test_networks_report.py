@@ -4,7 +4,7 @@ import numpy as np
 
 from study.core.results import Fit, ModelResult, StudyResult
 from study.core.settings import Settings
-from study.report.document import Image, Paragraph, Table
+from study.report.document import Bullets, Image, Table
 from study.report.topics.networks import (
     TRACK_FACTOR, answer_text, cost_figure, networks_answer, networks_summary,
 )
@@ -58,7 +58,7 @@ def test_networks_section_renders(tmp_path):
     assert any(isinstance(b, Table) for b in blocks)
     images = [b for b in blocks if isinstance(b, Image)]
     assert len(images) == 2 and all(b.path.exists() for b in images)
-    assert any(isinstance(b, Paragraph) and "h_init" in b.text for b in blocks)
+    assert any(isinstance(b, Bullets) and any("h_init" in item for item in b.items) for b in blocks)
 
 
 def test_no_networks_no_section(tmp_path):

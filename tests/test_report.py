@@ -7,18 +7,17 @@ import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
-import numpy as np
 import pytest
 from report_data import TRUSTED_RATIO, UNTRUSTED_RATIO, synthetic_study
 
 from study.report import readme as readme_module
-from study.report.answer import answer_paragraph, fmt, headline, percent
+from study.report.answer import fmt, percent
+from study.report.claims import claim_markdown, claims, glossary_markdown, link_terms, plain, words
 from study.report.document import inline_html, to_markdown
-from study.report.topics.benchmark import benchmark_table
 from study.report.write import results_document, write_all
 from study.report.build import build
 from study.report.topics.overview import model_anchor
-from study.report.summary import BAND, MAX_R_HAT, MIN_ESS_BULK, study_answer
+from study.report.summary import MAX_R_HAT, MIN_ESS_BULK, study_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 VOID = {"meta", "img", "br", "hr", "link", "input", "col", "source", "wbr"}
@@ -124,8 +123,9 @@ def test_every_model_has_a_section_tables_and_figures(out, page, results):
     section = html.split(f'id="{model_anchor("nuts_bad")}-section"')[1].split("</section>")[0]
     sigma_table = section.split("<table>")[1]
     assert sigma_table.count("<tr>") == 1 + 20  # header + one row per parameter
-    # Three figures per fitted model, one across models, the shortfall law's; the failed model gets its reason.
-    assert len(page.imgs) == 3 * 2 + 1 + 1
+    # Three figures per fitted model, the claims', one across models, the shortfall law's; the failed model gets
+    # its reason.
+    assert len(page.imgs) == 3 * 2 + 1 + 1 + 1
     assert "ValueError: data() raised" in html
     assert "laplace_torch_full` failed" in (out / "report.md").read_text() or "laplace_torch_full</code> failed" in html
 
@@ -133,7 +133,7 @@ def test_every_model_has_a_section_tables_and_figures(out, page, results):
 def test_markdown_images_are_relative_and_exist(out):
     markdown = (out / "report.md").read_text(encoding="utf-8")
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
-    assert len(links) == 3 * 2 + 1 + 1  # per model, across models, the shortfall law
+    assert len(links) == 3 * 2 + 1 + 1 + 1  # per model, the claims', across models, the shortfall law
     for link in links:
         assert not link.startswith(("/", "http")) and ".." not in link, link
         assert (out / link).is_file() and (out / link).stat().st_size > 1000, link
@@ -153,33 +153,52 @@ def test_every_output_is_written_atomically(written):
     assert len(renamed) == len(set(renamed)) == len(files)  # each written once, no temporaries left
 
 
-def test_answer_paragraph_is_a_function_of_results_json(results, page):
-    """The page's answer is exactly the paragraph that results.json's numbers give."""
-    titles = {name: m["title"] for name, m in results["models"].items()}
-    expected = answer_paragraph(results["answer"], titles)
-    rendered = re.sub(r"<[^>]+>", "", inline_html(expected))
+def _rendered(markdown: str) -> str:
     import html as html_module
 
-    assert html_module.unescape(rendered) in page.paragraphs
+    return html_module.unescape(re.sub(r"<[^>]+>", "", inline_html(markdown)))
 
 
-def test_a_literal_asterisk_inside_an_italic_note_stays_an_asterisk(page):
-    """The SE note is italic and names the * marker: the marker must not end the emphasis."""
+def test_claims_are_a_function_of_results_json(results, out):
+    """The page's numbered claims are exactly those that results.json's numbers give, each linked to its section."""
+    made = claims(results["answer"])
+    assert [c.key for c in made] == ["proxy", "law", "collapse"]  # the synthetic study has no fixed-point check
+    html = (out / "report.html").read_text(encoding="utf-8")
+    listed = re.search(r'<ol class="claims" id="answer">(.*?)</ol>', html).group(1)
+    assert listed == "".join(f"<li>{inline_html(claim_markdown(c))}</li>" for c in made)
+
+
+def test_a_literal_asterisk_inside_an_italic_note_stays_an_asterisk(page, out):
+    """A caption is italic in Markdown and names the * marker: the marker must not end the emphasis."""
     assert inline_html("*a \\* b*") == "<em>a &#42; b</em>"
     assert inline_html("0.99 ± 8.0e-04*") == "0.99 ± 8.0e-04*"
-    note = [p for p in page.paragraphs if p.startswith("In the opening sentences")]
-    assert len(note) == 1 and "undercut. * marks an SE" in note[0] and not note[0].endswith("*")
-
-
-def test_report_opens_with_the_three_sentence_answer_then_the_benchmark(results, page, out):
-    import html as html_module
-
-    rendered = html_module.unescape(re.sub(r"<[^>]+>", "", inline_html(headline(results["answer"]))))
-    assert page.paragraphs[0] == rendered
-    assert "benchmark" in page.ids
     markdown = (out / "report.md").read_text(encoding="utf-8")
-    assert markdown.index(headline(results["answer"])) < markdown.index("## Gaussian, correlated")
-    assert markdown.index("The answer over the benchmark") < markdown.index("## Gaussian, correlated")
+    assert "propagated from each ratio's σ_SVI seed-to-seed error; \\* the expected-loss run's own noise" in markdown
+    assert any(p.endswith("* the expected-loss run's own noise is left out.") for p in page.paragraphs)
+
+
+def test_report_opens_with_the_question_the_claims_and_the_figure(results, page, out):
+    """First the question (the title), then the numbered claims, then one figure, then the contents."""
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    order = [markdown.index("# Is the mean-field σ a proxy for the Hessian diagonal?"), markdown.index("\n1. "),
+             markdown.index("](figures/answer.png)"), markdown.index("## Contents"), markdown.index("## Glossary"),
+             markdown.index("## Model index"), markdown.index("### The answer over the benchmark"),
+             markdown.index("## Gaussian, correlated")]
+    assert order == sorted(order)
+    first_image = markdown[markdown.index("![", markdown.index("\n1. ")):]
+    assert first_image.split(")")[0].endswith("(figures/answer.png")  # the figure follows the claims
+    for claim in claims(results["answer"]):
+        assert words(claim.text) <= 35, plain(claim.text)
+        assert len(re.findall(r"\*\*", claim.text)) == 2  # one headline number
+        assert claim.text.count(".") - len(re.findall(r"\d\.\d", claim.text)) == 1  # one sentence
+        assert claim.anchor in page.ids  # the section that proves it
+        for target in re.findall(r"\]\(#([^)]+)\)", link_terms(claim.text)):
+            assert target in page.ids  # every term is defined in the glossary
+    # The contents list every anchored section of the answer.
+    contents = markdown[markdown.index("## Contents"):markdown.index("## The question")]
+    for anchor in ("question", "glossary", "model-index", "benchmark", "collapse", "law"):
+        assert f"](#{anchor})" in contents
+    assert "benchmark" in page.ids
 
 
 def _numbers(text: str) -> list[str]:
@@ -195,33 +214,74 @@ def _printed_values(value, out: set[str]) -> set[str]:
         for v in value:
             _printed_values(v, out)
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        out.update({fmt(value), str(value), f"{value:.3g}"})
+        out.update({fmt(value), fmt(value, 2), str(value), f"{value:.3g}", f"{value:,}"})
         if 0 <= value <= 1:
             out.add(percent(value))
     return out
 
 
-def test_every_number_in_the_answer_comes_from_results_json(results, page):
-    titles = {name: m["title"] for name, m in results["models"].items()}
-    text = answer_paragraph(results["answer"], titles)
-    for title in titles.values():  # titles may hold digits of their own
-        text = text.replace(title, "")
-    text = re.sub(r"`[^`]*`", "", text)  # parameter names
-    text = re.sub(r"\([A-Z][a-z]+ (&|et al\.) [A-Z]?[a-z]* ?\d{4}\)|PRML §[\d.]+", "", text)  # citations
-    allowed = _printed_values(results["answer"], set())
-    n_models = {str(len([m for m in results["answer"]["models"].values() if key in m]))
-                for key in ("svi_over_laplace_diag", "svi_over_reference")}
-    allowed |= n_models | {str(len(results["answer"]["models"]))}
-    # Thresholds of the study, from their constants (not results): BAND, FOLLOW_SHARE, the trust limits,
-    # and the "per 1000 steps" unit.
-    from study.report.answer import FOLLOW_SHARE, MAX_DRIFT
+def claim_numbers_match(answer: dict) -> None:
+    """Each claim's headline number is results.json's, at the path the claim names; every other number in it
+    is one of results.json's or a threshold of the study."""
+    from study.checks.fixed_point import Z_LIMIT
 
-    allowed |= {f"{round(100 * (BAND - 1))}%", f"{round(100 * (1 - 1 / BAND))}%", percent(FOLLOW_SHARE),
-                percent(MAX_DRIFT), str(MAX_R_HAT), str(MIN_ESS_BULK), "1000", "1", "0"}
-    numbers = _numbers(text.replace("σᵢ⁻²", "").replace("H⁻¹", ""))
-    assert numbers, text
-    unexplained = [n for n in numbers if n not in allowed]
-    assert unexplained == [], (unexplained, text)
+    expected = {
+        "proxy": answer["headline"].get("proxy"),
+        "law": (answer.get("law") or {}).get("pooled"),
+        "collapse": answer["headline"].get("collapse"),
+    }
+    verdicts = [a["fixed_point"]["verdict"] for a in answer["models"].values() if a.get("fixed_point")]
+    allowed = _printed_values(answer, set()) | {f"{Z_LIMIT:g}"}
+    allowed |= {str(len(verdicts)), str(sum(v != "not converged" for v in verdicts)),
+                str(sum(v == "fixed point" for v in verdicts)), str(sum(v == "not converged" for v in verdicts))}
+    for claim in claims(answer):
+        bold = re.search(r"\*\*([^*]+)\*\*", claim.text).group(1)
+        if claim.key == "fixed_point":
+            held = sum(v == "fixed point" for v in verdicts)
+            assert bold == f"{held} of {sum(v != 'not converged' for v in verdicts)}" and claim.value == held
+        else:
+            entry = expected[claim.key]
+            assert claim.value == entry["median"] and claim.se == entry.get("median_se")
+            assert bold == fmt(entry["median"]) + ("" if entry.get("median_se") is None
+                                                    else f" ± {fmt(entry['median_se'], 2)}")
+        text = plain(claim.text).replace("σᵢ⁻²", "").replace("H⁻¹", "").replace("(1 − Rᵢ²)", "")
+        text = re.sub(r"\([A-Z][a-z]+ (&|et al\.) [A-Z]?[a-z]* ?\d{4}\)", "", text).replace("1/√Hᵢᵢ", "")
+        numbers = [n for n in _numbers(text) if n not in allowed]
+        assert numbers == [], (numbers, text)
+
+
+def test_the_claims_numbers_equal_results_json(results):
+    claim_numbers_match(results["answer"])
+
+
+def test_the_claims_of_a_real_run_equal_its_results_json():
+    """With ``STUDY_REPORT_DIR`` (a run's output folder): its claims' numbers are its results.json's, and its
+    report.html lists exactly those claims."""
+    given = os.environ.get("STUDY_REPORT_DIR")
+    if not given:
+        pytest.skip("set STUDY_REPORT_DIR to a run's output folder to check its claims")
+    results = json.loads((Path(given) / "results.json").read_text(encoding="utf-8"))
+    claim_numbers_match(results["answer"])
+    html = (Path(given) / "report.html").read_text(encoding="utf-8")
+    for claim in claims(results["answer"]):
+        assert f"<li>{inline_html(claim_markdown(claim))}</li>" in html
+        assert words(claim.text) <= 35, plain(claim.text)
+    assert_no_sentence_names_more_than_three_models(html, results)
+
+
+def assert_no_sentence_names_more_than_three_models(html: str, results: dict) -> None:
+    """Lists of models are tables: no sentence of a paragraph or list item names more than three."""
+    parser = Page()
+    parser.feed(html)
+    names = set(results["models"]) | {m["title"] for m in results["models"].values()}
+    items = re.findall(r"<li>(.*?)</li>", html, flags=re.S)
+    texts = parser.paragraphs + [re.sub(r"<[^>]+>", "", i) for i in items]
+    for text in texts:
+        for sentence in re.split(r"(?<=[.;:])\s+(?=[A-Z])", text):
+            named = {n for n in names if re.search(r"(?<![\w-])" + re.escape(n) + r"(?![\w-])", sentence)}
+            # A title that contains a model name counts once.
+            named = {n for n in named if not any(n != m and n in m for m in named)}
+            assert len(named) <= 3, (sorted(named), sentence[:300])
 
 
 def test_untrusted_reference_is_marked_and_left_out_of_pooled_numbers(out, results, page):
@@ -236,9 +296,9 @@ def test_untrusted_reference_is_marked_and_left_out_of_pooled_numbers(out, resul
     assert ref["min"] > UNTRUSTED_RATIO * 1.5
     # Comparisons without the reference still pool every model (3 + 20 parameters).
     assert pooled["svi_over_laplace_diag"]["n"] == 23
-    text = answer_paragraph(results["answer"], {n: m["title"] for n, m in results["models"].items()})
-    assert f"**{fmt(TRUSTED_RATIO)}**" in text
-    assert "leaving out Network with a stuck sampler, whose NUTS reference is untrusted" in text
+    # The claims speak of the trusted model alone; the model index marks the other.
+    proxy = next(c for c in claims(results["answer"]) if c.key == "proxy")
+    assert "over 3 parameters of 1 model with a" in proxy.text
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "NUTS (untrusted †)" in html and "Untrusted reference" in html
     assert "sd reference †" in html
@@ -253,31 +313,24 @@ def test_nuts_reference_within_limits_is_trusted():
 
 
 def test_wording_follows_the_numbers():
-    """Claims are chosen by thresholds: no "σ is a proxy" when the ratios say otherwise."""
+    """Claims are chosen by thresholds: no "σᵢ ≈ 1/√Hᵢᵢ" when the ratios say otherwise."""
     study = synthetic_study()
     for model in study.models[:2]:  # σ_SVI three times 1/√Hᵢᵢ in every model
         model.fits["svi_meanfield"].sd = 3.0 * model.fits["laplace_diag"].sd
-    text = answer_paragraph(study_answer(study), {m.name: m.title for m in study.models})
-    assert "Only 0 of 2 models" in text and "not a reliable proxy" in text
-    assert "σ is a proxy" not in text
+    proxy = next(c for c in claims(study_answer(study)) if c.key == "proxy")
+    assert proxy.text.startswith("σᵢ is not close to 1/√Hᵢᵢ") and proxy.value == pytest.approx(3.0)
 
     study = synthetic_study()
     for model in study.models[:2]:  # now σ_SVI = 1/√Hᵢᵢ everywhere
         model.fits["svi_meanfield"].sd = model.fits["laplace_diag"].sd.copy()
-    text = answer_paragraph(study_answer(study), {m.name: m.title for m in study.models})
-    assert "That holds in every model" in text and "σ is a proxy for the Hessian diagonal" in text
-    assert "Not in" not in text
+    made = {c.key: c for c in claims(study_answer(study))}
+    assert made["proxy"].text.startswith("Where the posterior is near-Gaussian σᵢ ≈ 1/√Hᵢᵢ")
 
-
-def test_breaking_model_gets_its_reason_from_the_numbers():
     study = synthetic_study()
-    model = study.models[0]
-    model.fits["svi_meanfield"].sd = 2.0 * model.fits["laplace_diag"].sd
-    model.fits["laplace_full"].sd = 0.5 * model.fits["reference"].sd  # Laplace misses the reference too
-    text = answer_paragraph(study_answer(study), {m.name: m.title for m in study.models})
-    assert "Not in Gaussian, correlated (median 2" in text
-    assert "√(H⁻¹)ᵢᵢ misses the reference sd too (median ratio 0.5)" in text
-    assert "σᵢ to E_q[Hᵢᵢ]" in text
+    model = study.models[0]  # σ_SVI at the reference sd: the law's prediction (√(1 − Rᵢ²) = 0.5) missed by 2
+    model.fits["svi_meanfield"].sd = model.fits["reference"].sd.copy()
+    law = next(c for c in claims(study_answer(study)) if c.key == "law")
+    assert "misses the [shortfall law]" in law.text and law.value == pytest.approx(2.0)
 
 
 def test_report_takes_extra_blocks():
@@ -304,13 +357,15 @@ def test_readme_block_is_regenerated_from_results_json(out, results, tmp_path):
     # The answer recomputed from results.json's sds is the one results.json stores.
     assert json.loads(json.dumps(result["answer"])) == results["answer"]
     block = text[text.index(readme_module.START):text.index(readme_module.END)]
-    titles = {name: m["title"] for name, m in results["models"].items()}
-    assert answer_paragraph(results["answer"], titles) in block
-    # It opens with the three-sentence answer, and carries the benchmark's table, both from results.json.
-    assert block.split("\n\n")[1] == headline(results["answer"])
-    assert to_markdown([benchmark_table(results["answer"])], tmp_path).strip() in block
-    assert "![" in block and "(docs/across-models.png)" in block
-    assert (tmp_path / "docs" / "across-models.png").stat().st_size > 1000
+    # The block holds the numbered claims (terms linked to the glossary) and the figure, nothing else.
+    made = claims(results["answer"])
+    lines = [line for line in block.splitlines()[1:] if line.strip()]
+    assert lines[:len(made)] == [f"{k}. {claim_markdown(c, 'docs/glossary.md', section_link=False)}"
+                                 for k, c in enumerate(made, 1)]
+    assert lines[len(made)].startswith("![") and lines[len(made)].endswith("(docs/answer.png)")
+    assert lines[len(made) + 1].startswith("*") and len(lines) == len(made) + 2
+    assert (tmp_path / "docs" / "answer.png").stat().st_size > 1000
+    assert (tmp_path / "docs" / "glossary.md").read_text(encoding="utf-8") == glossary_markdown()
     assert str(tmp_path) not in text and "/tmp/" not in block
     # Only the block changed.
     head, tail = before.split(readme_module.START)[0], before.split(readme_module.END)[1]
@@ -339,15 +394,30 @@ def test_readme_refuses_quick_runs_and_missing_markers(tmp_path, capsys):
     assert not (tmp_path / "docs").exists()
 
 
-def test_committed_readme_block_is_generated_and_its_figure_exists():
+def test_committed_readme_block_is_generated_and_its_links_exist():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     block = text[text.index(readme_module.START):text.index(readme_module.END)]
-    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", block)
+    links = re.findall(r"!\[[^\]]*\]\(([^)#]+)\)", block)
     assert links and all((ROOT / link).is_file() for link in links)
-    assert "**Answer**" in block and "**Question.**" in block
+    targets = {link.split("#")[0] for link in re.findall(r"\]\(([^)]+)\)", block)}
+    assert targets and all((ROOT / t).is_file() for t in targets)
     assert not re.search(r"(/tmp/|/home/|/root/|/work/|[A-Z]:\\)", text)
-    numbers = np.array([float(x) for x in re.findall(r"median \*\*([-\d.e]+)\*\*", block)])
-    assert numbers.size >= 2 and np.all(np.isfinite(numbers))
+    claimed = [line for line in block.splitlines() if re.match(r"\d\. ", line)]
+    assert 3 <= len(claimed) <= 4
+    for line in claimed:
+        assert words(line[3:]) <= 35 and len(re.findall(r"\*\*", line)) == 2
+    # The glossary the claims link to is the one the code defines.
+    assert (ROOT / "docs" / "glossary.md").read_text(encoding="utf-8") == glossary_markdown()
+
+
+def test_the_readme_is_short_and_every_command_writes_to_its_own_folder():
+    """At most 250 lines; every study command that names a model file or model names --out (not reports/)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 250
+    commands = [line for line in text.splitlines() if "study.compare" in line and ("--model" in line)]
+    assert commands and all("--out" in line for line in commands), commands
+    for page in ("methods", "models", "speed", "layout", "glossary"):
+        assert f"docs/{page}.md" in text and (ROOT / "docs" / f"{page}.md").is_file()
 
 
 def test_report_with_a_subset_of_methods(tmp_path):
@@ -359,8 +429,8 @@ def test_report_with_a_subset_of_methods(tmp_path):
     write_all(study, tmp_path)
     markdown = (tmp_path / "report.md").read_text()
     assert "figures/sigma-curvature-gauss-ok.png" in markdown and "collapse-gauss-ok" not in markdown
-    text = answer_paragraph(study_answer(study), {m.name: m.title for m in study.models})
-    assert "1/√Hᵢᵢ at the MAP" not in text and f"**{fmt(TRUSTED_RATIO)}**" in text
+    made = [c.key for c in claims(study_answer(study))]
+    assert "proxy" not in made and "collapse" not in made and made == ["law"]
 
 
 def test_committed_readme_block_equals_make_readme_from_a_real_run(tmp_path):
@@ -374,30 +444,20 @@ def test_committed_readme_block_equals_make_readme_from_a_real_run(tmp_path):
     readme = tmp_path / "README.md"
     shutil.copy(ROOT / "README.md", readme)
     readme_module.update(Path(given) / "results.json", readme, tmp_path / "docs")
-    # The figure link is docs/across-models.png relative to the README in both copies.
+    # The figure and glossary links are docs/answer.png and docs/glossary.md relative to the README in both.
     assert readme.read_text(encoding="utf-8") == (ROOT / "README.md").read_text(encoding="utf-8")
 
 
-def test_readme_table_numbers_all_come_from_results_json(out, results, tmp_path):
-    """Every number of the README block's table is one of results.json's answer, as the report prints it."""
+def test_readme_claims_numbers_all_come_from_results_json(out, results, tmp_path):
+    """Every number of the README block's claims is one of results.json's answer, as the report prints it."""
     readme = tmp_path / "README.md"
     shutil.copy(ROOT / "README.md", readme)
     readme_module.update(out / "results.json", readme, tmp_path / "docs")
     text = readme.read_text()
     block = text[text.index(readme_module.START):text.index(readme_module.END)]
-    titles = {m["title"] for m in results["models"].values()}
-    # The per-model table: one row per model, first cell its title (the benchmark table follows).
-    rows = [line for line in block.splitlines()
-            if line.startswith("| ") and line.strip("| ").split(" | ")[0] in titles]
-    assert len(rows) == len(results["models"])
-    allowed = _printed_values(results["answer"], set())
-    allowed |= {fmt(float(v), 2) for v in allowed if re.fullmatch(r"-?[\d.]+(e[-+]\d+)?", v)}  # SEs: 2 digits
-    for row in rows:
-        cells = [c.strip() for c in row.strip().strip("|").split("|")]
-        numbers = _numbers(" ".join(cells[2:]).replace("/1000", ""))  # past the model's title and reference
-        ok = any(m["title"] == cells[0] and m["status"] == "ok" for m in results["models"].values())
-        assert bool(numbers) == ok, row  # a failed model's row carries its reason, no numbers
-        assert [n for n in numbers if n not in allowed] == [], row
+    claim_numbers_match(results["answer"])
+    for claim in claims(results["answer"]):
+        assert link_terms(claim.text, "docs/glossary.md") in block
 
 
 def test_a_warm_run_reads_unchanged_figures_back_and_redraws_changed_ones(tmp_path):
@@ -555,3 +615,26 @@ def test_the_run_line_names_the_models_whose_fits_took_fewer_particles():
     fewer = study.settings.particles - 1
     model.fits["svi_meanfield"].info = {**model.fits["svi_meanfield"].info, "particles": fewer}
     assert particles_text(study) == f"{study.settings.particles} particles ({fewer} on `{model.name}`)"
+
+
+def test_the_speed_page_is_the_table_generated_from_benchmarks_results(tmp_path):
+    """docs/speed.md is what benchmarks/speed_table.py writes from benchmarks/results/, one row per configuration."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("speed_table", ROOT / "benchmarks" / "speed_table.py")
+    speed_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed_table)
+    committed = (ROOT / "docs" / "speed.md").read_text(encoding="utf-8")
+    assert committed == speed_table.table(ROOT / "benchmarks" / "results")
+    recorded = json.loads((ROOT / "benchmarks" / "results" / "recorded.json").read_text(encoding="utf-8"))["rows"]
+    rows = [line for line in committed.splitlines() if re.match(r"\| \d{4}-\d\d-\d\d \|", line)]
+    assert len(rows) == len(recorded) and all(row.count(" | ") == 6 for row in rows)
+    # A speed.py run copied into the folder adds its row.
+    shutil.copy(ROOT / "benchmarks" / "results" / "recorded.json", tmp_path / "recorded.json")
+    (tmp_path / "run.json").write_text(json.dumps({
+        "cold": {"wall_seconds": 492.0, "fits_seconds": 840.0}, "warm": {"wall_seconds": 4.2},
+        "machine": {"cpus": 2, "platform": "Linux", "python": "3.11", "date": "2030-01-01"}}))
+    page = speed_table.table(tmp_path)
+    first = [line for line in page.splitlines() if line.startswith("| 2030")]
+    assert first == ["| 2030-01-01 | 2 cores, Linux, Python 3.11 | default study | 8 min 12 s (fits 840 s) | "
+                     "4.2 s | – | run.json |"]

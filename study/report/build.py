@@ -31,7 +31,8 @@ from study.core.results import OK, ModelResult, StudyResult
 from study.report.summary import BAND, SVI, sd_ratios, shown_parameters
 from study.report.topics.ablation import ablation_answer, ablation_blocks
 from study.report.topics.benchmark import benchmark_answer_blocks
-from study.report.topics.collapse import collapse_curve
+from study.report.claims import glance_figure
+from study.report.topics.collapse import collapse_answer, collapse_curve
 from study.report.topics.curvature import sigma_vs_curvature
 from study.report.topics.fixed_point import fixed_point_answer, fixed_point_blocks
 from study.report.topics.guides import guides_blocks, recovery_answer
@@ -254,7 +255,8 @@ MODEL_FIGURES: list[Callable[[ModelResult, dict, Path], Image | list[Image] | No
 ]
 
 
-ANSWER_FIGURES: list[Callable[[StudyResult, dict, Path], Image | list[Image] | None]] = [across_models]
+# The first is the figure of the report's first screen (the claims' ratios).
+ANSWER_FIGURES: list[Callable[[StudyResult, dict, Path], Image | list[Image] | None]] = [glance_figure, across_models]
 
 
 def _images(result) -> list[Image]:
@@ -369,12 +371,13 @@ def _study_key(study: StudyResult, answer: dict, cache: FigureCache) -> str:
 
 
 def detail_answer_blocks(study, answer: dict, fig_dir: Path, cache: FigureCache | None = None) -> list:
-    """Blocks for the answer section: fixed point, KL ablation, recovery of the marginal sd, the shortfall law
+    """Blocks for the answer section: fixed point, collapse, KL ablation, recovery of the marginal sd, the shortfall law
     and the parameterisation, data size, networks."""
     fig_dir = Path(fig_dir)
 
     def make():
-        return (fixed_point_answer(study, answer) + ablation_answer(study, answer) + recovery_answer(study, answer)
+        return (fixed_point_answer(study, answer) + collapse_answer(study, answer) + ablation_answer(study, answer)
+                + recovery_answer(study, answer)
                 + law_answer_blocks(study, answer, fig_dir) + sweep_answer(study, answer, fig_dir)
                 + networks_answer(study, answer, fig_dir))
 
@@ -462,14 +465,14 @@ def build(study: StudyResult, answer: dict, figures: dict[str, list[Image]] | No
         The run's figure cache: unchanged analysis blocks are read back from it.
     """
     figures = figures or {}
-    blocks: list = [Heading(1, TITLE)]
+    blocks: list = [Heading(1, TITLE, anchor="top")]
     blocks.extend(answer_blocks(study, answer, answer_figures or []))
     blocks.extend(benchmark_answer_blocks(study, answer))
     if fig_dir is not None:
         blocks.extend(detail_answer_blocks(study, answer, fig_dir, cache))
     for contribute in ANSWER_BLOCKS + list(extra_answer_blocks or []):
         blocks.extend(contribute(study, answer) or [])
-    blocks.append(Heading(3, "Methods"))
+    blocks.append(Heading(3, "Methods", anchor="methods"))
     blocks.append(methods_list())
     blocks.append(
         Paragraph(
@@ -484,7 +487,18 @@ def build(study: StudyResult, answer: dict, figures: dict[str, list[Image]] | No
     for model in study.models:
         blocks.append(model_section(model, figures.get(model.name, []), answer["models"].get(model.name, {}),
                                     per_model, cache))
+    at = next((k for k, b in enumerate(blocks) if isinstance(b, Heading) and b.anchor == "question"), len(blocks))
+    blocks[at:at] = contents(blocks, study)
     return blocks, footer(study)
+
+
+def contents(blocks: list, study: StudyResult) -> list:
+    """The table of contents: every anchored heading outside the model sections, then the models and the run."""
+    items = [f"[{b.text}](#{b.anchor})" for b in blocks
+             if isinstance(b, Heading) and b.level in (2, 3) and b.anchor]
+    items.append("The models, one section each: see the [model index](#model-index)")
+    items.append("[Run](#run): command, settings, versions, wall times")
+    return [Heading(2, "Contents", anchor="contents"), Bullets(items)]
 
 
 def render(study: StudyResult, answer: dict, out_dir: Path, figures=None, answer_figures=None, cache=None,

@@ -31,11 +31,27 @@ class Bullets:
 
 
 @dataclass
+class Numbered:
+    """An ordered list (the answer's claims); ``anchor`` ids the list in HTML."""
+
+    items: list[str]
+    anchor: str = ""
+
+
+@dataclass
+class Terms:
+    """A glossary: ``[anchor, term, definition]`` per entry; each term is a link target."""
+
+    items: list[list[str]]
+
+
+@dataclass
 class Table:
     columns: list[str]
     rows: list[list[str]]
     caption: str = ""
     numeric: bool = True  # right-align every column but the first
+    wrap: bool = False  # let long cells wrap (an index whose rows should fit the page) instead of scrolling
 
 
 @dataclass
@@ -83,6 +99,11 @@ def _md_block(block, base: Path) -> str:
         return block.text
     if isinstance(block, Bullets):
         return "\n".join(f"- {item}" for item in block.items)
+    if isinstance(block, Numbered):
+        anchor = f'<a id="{block.anchor}"></a>\n\n' if block.anchor else ""
+        return anchor + "\n".join(f"{k}. {item}" for k, item in enumerate(block.items, 1))
+    if isinstance(block, Terms):
+        return "\n".join(f'- <a id="{anchor}"></a>**{term}**: {meaning}' for anchor, term, meaning in block.items)
     if isinstance(block, Table):
         align = ["---"] + (["---:"] if block.numeric else ["---"]) * (len(block.columns) - 1)
         lines = [
@@ -146,6 +167,12 @@ def _html_block(block) -> str:
         return f"<p>{inline_html(block.text)}</p>"
     if isinstance(block, Bullets):
         return "<ul>" + "".join(f"<li>{inline_html(i)}</li>" for i in block.items) + "</ul>"
+    if isinstance(block, Numbered):
+        anchor = f' id="{block.anchor}"' if block.anchor else ""
+        return f'<ol class="claims"{anchor}>' + "".join(f"<li>{inline_html(i)}</li>" for i in block.items) + "</ol>"
+    if isinstance(block, Terms):
+        return ('<dl class="terms">' + "".join(f'<dt id="{anchor}">{inline_html(term)}</dt><dd>{inline_html(meaning)}</dd>'
+                                               for anchor, term, meaning in block.items) + "</dl>")
     if isinstance(block, Table):
         head = "".join(f'<th scope="col">{inline_html(c)}</th>' for c in block.columns)
         body = []
@@ -157,8 +184,9 @@ def _html_block(block) -> str:
             body.append("<tr>" + "".join(cells) + "</tr>")
         # The caption sits outside the scrolling wrapper so that it wraps at the screen's width.
         caption = f'<p class="caption">{inline_html(block.caption)}</p>' if block.caption else ""
+        table = '<table class="wrap">' if block.wrap else "<table>"
         return (
-            f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
+            f'<div class="table-wrap">{table}<thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table></div>{caption}"
         )
     if isinstance(block, Image):
@@ -179,12 +207,14 @@ STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;line-height:1.5;margin:0;color:#1b1b1b;background:#fff}
 main{max-width:980px;margin:0 auto;padding:1rem}
 p,li,h1,h2,h3,figcaption,summary{overflow-wrap:anywhere}
-h1{font-size:1.7rem}h2{font-size:1.35rem;border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
+h1{font-size:1.5rem;margin:.4rem 0 .5rem}h2{font-size:1.35rem;border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
 h3{font-size:1.1rem}
+ol.claims{margin:.2rem 0 .4rem;padding-left:1.6rem}
+ol.claims li{margin:.15rem 0}dl.terms dt{font-weight:600;margin-top:.4rem}dl.terms dd{margin-left:1.2rem}
 .table-wrap{overflow-x:auto;max-width:100%;margin:.6rem 0}
 table{border-collapse:collapse;font-size:.85rem;font-variant-numeric:tabular-nums}
 th,td{border:1px solid #ddd;padding:.2rem .45rem;text-align:left;white-space:nowrap}
-td.num{text-align:right}thead th{background:#f3f3f3}p.caption{font-size:.8rem;color:#555;margin-top:0}
+td.num{text-align:right}table.wrap th,table.wrap td{white-space:normal;min-width:5.5em}thead th{background:#f3f3f3}p.caption{font-size:.8rem;color:#555;margin-top:0}
 figure{margin:.8rem 0}img{max-width:100%;height:auto;display:block}
 figcaption{font-size:.85rem;color:#555}
 pre{background:#f6f6f6;padding:.6rem;overflow-x:auto;font-size:.8rem}

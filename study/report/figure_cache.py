@@ -27,7 +27,7 @@ import numpy as np
 
 from study.core.files import write_text
 from study.core.results import ModelResult
-from study.report.document import Bullets, Code, Details, Heading, Image, Paragraph, Section, Table
+from study.report.document import Bullets, Code, Details, Heading, Image, Numbered, Paragraph, Section, Table
 
 MANIFEST = ".figure-cache.json"
 # Fit info that changes between a cold and a warm run without changing any figure.
@@ -111,7 +111,7 @@ def study_inputs(model_inputs: dict[str, str], answer: dict, settings: dict, met
     return digest.hexdigest()
 
 
-_TEXT_BLOCKS = {cls.__name__: cls for cls in (Heading, Paragraph, Bullets, Table, Code)}
+_TEXT_BLOCKS = {cls.__name__: cls for cls in (Heading, Paragraph, Bullets, Numbered, Table, Code)}
 _NESTED_BLOCKS = {cls.__name__: cls for cls in (Details, Section)}
 
 

@@ -10,12 +10,14 @@ optimiser noise: its ratio's SE covers the reference only and says so.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
 
-from study.core.results import OK, ModelResult
+from study.core.results import FLAGGED, OK, ModelResult
 from study.core.results import StudyResult
+from study.report.table import predicted_shrink
 
 SVI = "svi_meanfield"
 COMPARISONS = {
@@ -229,7 +231,8 @@ def study_answer(study: StudyResult) -> dict:
     lists them. ``benchmark`` is ``benchmark_answer(study)`` (the published statistics
     over the models with a trusted reference), ``headline`` is ``headline_answer(study)``
     (the numbers of the three opening sentences), ``law`` is
-    ``study.report.topics.law.law_answer(study)`` (measured σ_SVI / ref sd against √(1 − Rᵢ²)).
+    ``law_answer(study)`` (measured σ_SVI / ref sd against √(1 − Rᵢ²)), ``networks``
+    is ``network_ratios(study)`` (σᵢ⁻²/Hᵢᵢ at the guide's mean per network without a reference).
     """
     per_model = {m.name: model_answer(m) for m in study.models}
     pooled: dict = {}
@@ -252,10 +255,8 @@ def study_answer(study: StudyResult) -> dict:
         }
     if untrusted:
         pooled["untrusted_references"] = sorted(untrusted)
-    from study.report.topics.law import law_answer  # the law's topic imports this module
-
     return {"models": per_model, "pooled": pooled, "benchmark": benchmark_answer(study),
-            "headline": headline_answer(study), "law": law_answer(study)}
+            "headline": headline_answer(study), "law": law_answer(study), "networks": network_ratios(study)}
 
 
 def usable_fit(model: ModelResult, method: str):
@@ -541,4 +542,237 @@ def headline_answer(study: StudyResult) -> dict:
         steps = {i.get("steps") for i in infos}
         collapse["steps"] = steps.pop() if len(steps) == 1 else None
         out["collapse"] = collapse
+    return out
+
+
+# -- the networks' curvature ratios (``study.report.topics.networks`` draws and tabulates them) -------------
+
+HESSIAN_SOURCES = ("hessian_diag", "laplace_diag")
+GGN_SOURCES = ("ggn_diag", "laplace_torch_diag")
+SIGMA_SOURCES = ("svi_meanfield", "ivon")
+
+
+def _fit_ok(model: ModelResult, method: str):
+    fit = model.fits.get(method)
+    return fit if fit is not None and fit.ok and fit.sd is not None else None
+
+
+def is_network(model: ModelResult) -> bool:
+    """A network: the model has an ``ivon`` fit or a GGN-diagonal fit (methods for networks)."""
+    return any(_fit_ok(model, m) is not None for m in ("ivon", "ggn_diag"))
+
+
+def precision_of(model: ModelResult, sources: tuple[str, ...]) -> tuple[np.ndarray | None, str | None]:
+    """``sd^-2`` of the first usable source, shape ``(d,)`` (NaN where the source has no value)."""
+    for method in sources:
+        fit = _fit_ok(model, method)
+        if fit is not None:
+            sd = np.asarray(fit.sd, dtype=float)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.where(sd > 0, sd**-2.0, np.nan), method
+    return None, None
+
+
+def median_with_se(ratios: np.ndarray) -> tuple[float, float]:
+    """Median of positive ``ratios`` and its SE (``1.2533 sd / sqrt(n)`` on the log scale, mapped back)."""
+    logs = np.log(ratios[np.isfinite(ratios) & (ratios > 0)])
+    if len(logs) == 0:
+        return float("nan"), float("nan")
+    centre = float(np.median(logs))
+    se_log = 1.2533 * float(np.std(logs, ddof=1)) / math.sqrt(len(logs)) if len(logs) > 1 else float("nan")
+    return math.exp(centre), math.exp(centre) * se_log
+
+
+def network_ratios(study) -> dict:
+    """Per network without a reference: the median over all its weights of σᵢ⁻²/Hᵢᵢ, Hᵢᵢ the exact Hessian
+    diagonal at the mean-field mean (``hessian_diag``), with its SE (``median_with_se``) and ``n``.
+
+    The opening's claim 2 gives this for the networks outside its pool of models with a reference (NUTS is
+    skipped on them); a model with a reference is in that pool already.
+    """
+    out = {}
+    for model in study.models:
+        if model.status != "ok" or not is_network(model) or model.reference is not None:
+            continue
+        svi, hessian = _fit_ok(model, "svi_meanfield"), _fit_ok(model, "hessian_diag")
+        if svi is None or hessian is None:
+            continue
+        curvature, _ = precision_of(model, ("hessian_diag",))
+        ratio = np.asarray(svi.sd, dtype=float) ** -2.0 / curvature
+        ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
+        if len(ratio) == 0:
+            continue
+        median, se = median_with_se(ratio)
+        out[model.name] = {"median": median, "se": None if not np.isfinite(se) else se, "n": int(len(ratio))}
+    return out
+
+
+# -- the shortfall law: measured σ_SVI / ref sd against √(1 − Rᵢ²) (``study.report.topics.law`` reports it) ---
+
+# A model breaks the law when any parameter's measured / predicted lies outside 1 ± BREAK
+# (the typical SE of one such ratio is 3-4%: the prediction's ~3% from 1,000 gold draws and
+# the fit's and the reference sd's ~1% each).
+BREAK = 0.25
+# The low-rank guide's share of the gap closed is taken over the parameters whose mean-field
+# gap 1 − σ_SVI / ref sd is at least this.
+GAP_MIN = 0.10
+# SE of every pooled law statistic: a bootstrap over models (the models are the independent
+# units; a model's parameters share its posterior), this many resamples, this seed.
+BOOTSTRAP = 1000
+BOOTSTRAP_SEED = 0
+
+
+def _floats(values) -> list:
+    return [None if v is None or not np.isfinite(v) else float(v) for v in np.asarray(values, dtype=float)]
+
+
+def _reasons(model: ModelResult, i: int) -> dict:
+    """The study's diagnostics at parameter ``i``: σ_SVI against 1/√Hᵢᵢ at the mode, √(H⁻¹)ᵢᵢ
+    against the reference sd, the law at the mode ((1/√Hᵢᵢ) / √(H⁻¹)ᵢᵢ, the Laplace
+    approximation's own √(1 − Rᵢ²)), and whether the mean-field fit is flagged."""
+    out: dict = {}
+    svi, diag, full, ref = (usable_fit(model, m) for m in (SVI, "laplace_diag", "laplace_full", "reference"))
+    if diag is not None:
+        out["svi_over_laplace_diag"] = float(svi.sd[i] / diag.sd[i])
+    if full is not None:
+        out["laplace_full_over_reference"] = float(full.sd[i] / ref.sd[i])
+    if diag is not None and full is not None:
+        out["law_at_mode"] = float(diag.sd[i] / full.sd[i])
+    if svi.status == FLAGGED:
+        out["svi_flagged"] = svi.reason
+    return out
+
+
+def model_law(model: ModelResult) -> dict | None:
+    """One model's measured σ_SVI / ref sd against the prediction, per parameter; None without both."""
+    svi, ref = usable_fit(model, SVI), model.reference
+    shrink, shrink_se = predicted_shrink(model)
+    if svi is None or ref is None or shrink is None:
+        return None
+    measured = np.asarray(svi.sd, dtype=float) / np.asarray(ref.sd, dtype=float)
+    predicted = np.asarray(shrink, dtype=float)
+    ratio = measured / predicted
+    worst = int(np.argmax(np.abs(np.log(ratio))))
+    out = {
+        "parameters": list(model.param_names),
+        "measured": _floats(measured),
+        "predicted": _floats(predicted),
+        "predicted_se": _floats([np.nan if s is None else s for s in shrink_se]),
+        "ratio": _floats(ratio),
+        "median_measured": float(np.median(measured)),
+        "median_predicted": float(np.median(predicted)),
+        "median_ratio": float(np.median(ratio)),
+        "q10_predicted": float(np.quantile(predicted, LOW_QUANTILE)),
+        "q90_predicted": float(np.quantile(predicted, HIGH_QUANTILE)),
+        "share_within": float(np.mean(np.abs(ratio - 1.0) <= TOLERANCE)),
+        "worst_parameter": model.param_names[worst],
+        "worst_measured": float(measured[worst]),
+        "worst_predicted": float(predicted[worst]),
+        "worst_ratio": float(ratio[worst]),
+        "breaks": bool(np.any(np.abs(ratio - 1.0) > BREAK)),
+        "diagnostics": _reasons(model, worst),
+    }
+    lowrank = usable_fit(model, "svi_lowrank")
+    if lowrank is not None:
+        out["lowrank"] = _floats(np.asarray(lowrank.sd, dtype=float) / np.asarray(ref.sd, dtype=float))
+        out["lowrank_rank"] = lowrank.info.get("rank")
+    return out
+
+
+def _bootstrap(groups: list, statistic, seed: int = BOOTSTRAP_SEED) -> float | None:
+    """SD of ``statistic(groups resampled with replacement)`` over ``BOOTSTRAP`` resamples (None for one group)."""
+    if len(groups) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    values = [statistic([groups[j] for j in rng.integers(0, len(groups), len(groups))]) for _ in range(BOOTSTRAP)]
+    values = [v for v in values if v is not None]
+    # Rounded to 12 digits: a constant statistic's sd is a rounding residue, not an error.
+    return round(float(np.std(values, ddof=1)), 12) if len(values) > 1 else None
+
+
+def _median_ratio(groups):
+    return float(np.median(np.concatenate([g[0] / g[1] for g in groups])))
+
+
+def _share_within(groups):
+    ratio = np.concatenate([g[0] / g[1] for g in groups])
+    return float(np.mean(np.abs(ratio - 1.0) <= TOLERANCE))
+
+
+def _log_correlation(groups):
+    measured = np.log(np.concatenate([g[0] for g in groups]))
+    predicted = np.log(np.concatenate([g[1] for g in groups]))
+    if np.std(measured) == 0 or np.std(predicted) == 0:
+        return None
+    return float(np.corrcoef(measured, predicted)[0, 1])
+
+
+def _gap_closed(groups):
+    closed = np.concatenate([(g[2] - g[0]) / (1.0 - g[0]) for g in groups])
+    return float(np.median(closed))
+
+
+def law_answer(study: StudyResult) -> dict:
+    """The law over the models with a trusted reference (``benchmark_models``).
+
+    Returns
+    -------
+    dict
+        ``models``: per model ``model_law``; ``missing``: model -> why it has no prediction;
+        ``pooled``: over every parameter of those models, the median of measured / predicted
+        with its 10–90% range, the share within ±``TOLERANCE``, the correlation of log measured
+        with log predicted, each with its bootstrap-over-models SE; ``broken``: the models with
+        a parameter outside 1 ± ``BREAK``, worst first; ``lowrank``: the low-rank guide's sd /
+        ref sd and the share of the mean-field gap it closes, (sd_lowrank − σ_SVI) / (ref sd −
+        σ_SVI) over the parameters with a gap of at least ``GAP_MIN``.
+    """
+    models, _ = benchmark_models(study)
+    entries, missing = {}, {}
+    for model in models:
+        entry = model_law(model)
+        if entry is not None:
+            entries[model.name] = entry
+        elif usable_fit(model, SVI) is not None:
+            ref = model.reference
+            missing[model.name] = (ref.info.get("predicted_shrink_missing")
+                                   or "the reference predates the law (rerun it)")
+    out: dict = {"models": entries, "missing": missing, "break": BREAK, "bootstrap": BOOTSTRAP}
+    if not entries:
+        return out
+    groups = [(np.asarray(e["measured"], dtype=float), np.asarray(e["predicted"], dtype=float))
+              for e in entries.values()]
+    ratio = np.concatenate([m / p for m, p in groups])
+    out["pooled"] = {
+        "n": int(ratio.size),
+        "n_models": len(groups),
+        "median": float(np.median(ratio)),
+        "median_se": _bootstrap(groups, _median_ratio),
+        "q10": float(np.quantile(ratio, LOW_QUANTILE)),
+        "q90": float(np.quantile(ratio, HIGH_QUANTILE)),
+        "share_within": float(np.mean(np.abs(ratio - 1.0) <= TOLERANCE)),
+        "share_se": _bootstrap(groups, _share_within),
+        "log_correlation": _log_correlation(groups),
+        "log_correlation_se": _bootstrap(groups, _log_correlation),
+    }
+    broken = [name for name, e in entries.items() if e["breaks"]]
+    out["broken"] = sorted(broken, key=lambda n: (-abs(np.log(entries[n]["worst_ratio"])), n))
+    gap_groups = []
+    for e in entries.values():
+        if "lowrank" not in e:
+            continue
+        measured, lowrank = np.asarray(e["measured"], dtype=float), np.asarray(e["lowrank"], dtype=float)
+        keep = 1.0 - measured >= GAP_MIN
+        if keep.any():
+            gap_groups.append((measured[keep], np.asarray(e["predicted"], dtype=float)[keep], lowrank[keep]))
+    if gap_groups:
+        measured = np.concatenate([g[0] for g in gap_groups])
+        lowrank = np.concatenate([g[2] for g in gap_groups])
+        out["lowrank"] = {
+            "n": int(measured.size),
+            "n_models": len(gap_groups),
+            "median_measured": float(np.median(measured)),
+            "median_lowrank": float(np.median(lowrank)),
+            "median_gap_closed": _gap_closed(gap_groups),
+            "median_gap_closed_se": _bootstrap(gap_groups, _gap_closed),
+        }
     return out

@@ -8,7 +8,7 @@ import numpy as np
 
 
 from study.core.results import ModelResult
-from study.report.answer import fmt
+from study.report.answer import fmt, named_or_counted
 from study.report.document import Heading, Image, Paragraph, Table, slug
 from study.report.plotting import DETAIL_DPI, plt, save
 from study.report.summary import usable_fit, usable_models
@@ -66,7 +66,7 @@ def ablation_answer(study, answer: dict) -> list:
             ])
     if not rows:
         return []
-    names = ", ".join(f"`{m}`" for m in outcomes)
+    names = named_or_counted([f"`{m}`" for m in outcomes])
     if all(o == "entropy anchors sigma" for o in outcomes.values()):
         text = (
             f"Measured on {names}: both runs without the entropy term collapsed (σ far below the full ELBO's and "
@@ -78,8 +78,8 @@ def ablation_answer(study, answer: dict) -> list:
         text = f"Measured on {names}: the prior alone kept σ from collapsing."
     else:
         text = (
-            f"Measured on {names}: the outcome is not the clean pattern on every model "
-            f"({', '.join(f'{m}: {o}' for m, o in outcomes.items())}); see the table."
+            f"Measured on {names}: the outcome is not the clean pattern on every model; the table gives each "
+            "model's."
         )
     table = Table(
         columns=["model", "arm", "prior", "entropy", "final σ / full-arm σ (median)", "log σ slope /1000 steps",

@@ -229,8 +229,9 @@ def benchmark_answer_blocks(study, answer: dict) -> list:
     blocks: list = [Heading(3, "The answer over the benchmark", anchor="benchmark"),
                     Paragraph(" ".join(summary_sentences(answer))), table]
     if bench.get("left_out"):
-        blocks.append(Paragraph("Left out: " + "; ".join(f"{titles.get(n, n)} ({why})"
-                                                         for n, why in bench["left_out"].items()) + "."))
+        blocks.append(Table(columns=["model left out", "why"], numeric=False,
+                            rows=[[titles.get(n, n), why] for n, why in bench["left_out"].items()],
+                            caption="Models without a trusted reference: not in the pooled numbers above."))
     worst = worst_bullets(answer, titles)
     if worst is not None:
         n = len(worst.items)

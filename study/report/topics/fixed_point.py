@@ -9,7 +9,7 @@ import numpy as np
 
 from study.checks.fixed_point import Z_LIMIT
 from study.core.results import ModelResult
-from study.report.answer import fmt, with_se
+from study.report.answer import fmt, named_or_counted, with_se
 from study.report.document import Heading, Image, Paragraph, Table, slug
 from study.report.plotting import DETAIL_DPI, plt, save
 from study.report.summary import SVI, usable_fit, usable_models
@@ -104,9 +104,10 @@ def fixed_point_answer(study, answer: dict) -> list:
         f"{len(held)} of {len(verdicts)} models"
     )
     if short:
-        text += f"; on {', '.join(f'`{m}`' for m in short)} σ stopped short of it (optimisation)"
+        text += f"; on {named_or_counted([f'`{m}`' for m in short])} σ stopped short of it (optimisation)"
     if wrong:
-        text += f"; on {', '.join(f'`{m}`' for m in wrong)} the residual is large with σ settled (the model as the ELBO sees it)"
+        text += (f"; on {named_or_counted([f'`{m}`' for m in wrong])} the residual is large with σ settled (the model "
+                 "as the ELBO sees it)")
     text += ". Each model's section names the parameters and the likelier cause."
     table = Table(
         columns=["model", "seeds", "relative SE of σ", "max |rᵢ|", "max |rᵢ|/SEᵢ", "beyond 3 SE", "verdict"],

@@ -20,26 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
-from study.core.results import FLAGGED, ModelResult, StudyResult
+from study.core.results import StudyResult
 from study.report.answer import fmt, listing, percent, with_se
 from study.report.document import Heading, Image, Paragraph, Table
 from study.report.plotting import DETAIL_DPI, SIGMA_SVI, plain_log_ticks, plt, save
-from study.report.summary import HIGH_QUANTILE, LOW_QUANTILE, SVI, TOLERANCE, benchmark_models, usable_fit
-from study.report.table import predicted_shrink
+from study.report.summary import HIGH_QUANTILE, LOW_QUANTILE, TOLERANCE
+from study.report.summary import (  # noqa: F401  (the law's numbers live with the answer's other numbers)
+    BOOTSTRAP, BOOTSTRAP_SEED, BREAK, GAP_MIN, law_answer, model_law,
+)
 
-# A model breaks the law when any parameter's measured / predicted lies outside 1 ± BREAK
-# (the typical SE of one such ratio is 3-4%: the prediction's ~3% from 1,000 gold draws and
-# the fit's and the reference sd's ~1% each).
-BREAK = 0.25
 # A diagnostic names a reason when it is off by more than this factor at the worst parameter.
 REASON_FACTOR = 1.25
-# The low-rank guide's share of the gap closed is taken over the parameters whose mean-field
-# gap 1 − σ_SVI / ref sd is at least this.
-GAP_MIN = 0.10
-# SE of every pooled law statistic: a bootstrap over models (the models are the independent
-# units; a model's parameters share its posterior), this many resamples, this seed.
-BOOTSTRAP = 1000
-BOOTSTRAP_SEED = 0
 
 SE_TEXT = (f"SE: bootstrap over models ({BOOTSTRAP:,} resamples of the models with replacement, every parameter "
            "of a drawn model pooled), the spread due to which models the benchmark holds; each ratio's own Monte "
@@ -58,165 +49,6 @@ PARAMETER_LABELS = {"beta[0]": "intercept", "beta[1]": "mom_hs", "beta[2]": "mom
 DADVI_SOURCE = "DADVI (Giordano, Ingram & Broderick, JMLR 2024), reported"
 DADVI_MODEL = "kidiq-kidscore_interaction_bambi"
 DADVI_REPORTED = {"beta[0]": 1.026, "beta[1]": 0.173, "beta[2]": 0.387, "beta[3]": 0.151, "sigma (log)": 0.957}
-
-
-# -- the numbers ------------------------------------------------------------------------------
-
-
-def _floats(values) -> list:
-    return [None if v is None or not np.isfinite(v) else float(v) for v in np.asarray(values, dtype=float)]
-
-
-def _reasons(model: ModelResult, i: int) -> dict:
-    """The study's diagnostics at parameter ``i``: σ_SVI against 1/√Hᵢᵢ at the mode, √(H⁻¹)ᵢᵢ
-    against the reference sd, the law at the mode ((1/√Hᵢᵢ) / √(H⁻¹)ᵢᵢ, the Laplace
-    approximation's own √(1 − Rᵢ²)), and whether the mean-field fit is flagged."""
-    out: dict = {}
-    svi, diag, full, ref = (usable_fit(model, m) for m in (SVI, "laplace_diag", "laplace_full", "reference"))
-    if diag is not None:
-        out["svi_over_laplace_diag"] = float(svi.sd[i] / diag.sd[i])
-    if full is not None:
-        out["laplace_full_over_reference"] = float(full.sd[i] / ref.sd[i])
-    if diag is not None and full is not None:
-        out["law_at_mode"] = float(diag.sd[i] / full.sd[i])
-    if svi.status == FLAGGED:
-        out["svi_flagged"] = svi.reason
-    return out
-
-
-def model_law(model: ModelResult) -> dict | None:
-    """One model's measured σ_SVI / ref sd against the prediction, per parameter; None without both."""
-    svi, ref = usable_fit(model, SVI), model.reference
-    shrink, shrink_se = predicted_shrink(model)
-    if svi is None or ref is None or shrink is None:
-        return None
-    measured = np.asarray(svi.sd, dtype=float) / np.asarray(ref.sd, dtype=float)
-    predicted = np.asarray(shrink, dtype=float)
-    ratio = measured / predicted
-    worst = int(np.argmax(np.abs(np.log(ratio))))
-    out = {
-        "parameters": list(model.param_names),
-        "measured": _floats(measured),
-        "predicted": _floats(predicted),
-        "predicted_se": _floats([np.nan if s is None else s for s in shrink_se]),
-        "ratio": _floats(ratio),
-        "median_measured": float(np.median(measured)),
-        "median_predicted": float(np.median(predicted)),
-        "median_ratio": float(np.median(ratio)),
-        "q10_predicted": float(np.quantile(predicted, LOW_QUANTILE)),
-        "q90_predicted": float(np.quantile(predicted, HIGH_QUANTILE)),
-        "share_within": float(np.mean(np.abs(ratio - 1.0) <= TOLERANCE)),
-        "worst_parameter": model.param_names[worst],
-        "worst_measured": float(measured[worst]),
-        "worst_predicted": float(predicted[worst]),
-        "worst_ratio": float(ratio[worst]),
-        "breaks": bool(np.any(np.abs(ratio - 1.0) > BREAK)),
-        "diagnostics": _reasons(model, worst),
-    }
-    lowrank = usable_fit(model, "svi_lowrank")
-    if lowrank is not None:
-        out["lowrank"] = _floats(np.asarray(lowrank.sd, dtype=float) / np.asarray(ref.sd, dtype=float))
-        out["lowrank_rank"] = lowrank.info.get("rank")
-    return out
-
-
-def _bootstrap(groups: list, statistic, seed: int = BOOTSTRAP_SEED) -> float | None:
-    """SD of ``statistic(groups resampled with replacement)`` over ``BOOTSTRAP`` resamples (None for one group)."""
-    if len(groups) < 2:
-        return None
-    rng = np.random.default_rng(seed)
-    values = [statistic([groups[j] for j in rng.integers(0, len(groups), len(groups))]) for _ in range(BOOTSTRAP)]
-    values = [v for v in values if v is not None]
-    # Rounded to 12 digits: a constant statistic's sd is a rounding residue, not an error.
-    return round(float(np.std(values, ddof=1)), 12) if len(values) > 1 else None
-
-
-def _median_ratio(groups):
-    return float(np.median(np.concatenate([g[0] / g[1] for g in groups])))
-
-
-def _share_within(groups):
-    ratio = np.concatenate([g[0] / g[1] for g in groups])
-    return float(np.mean(np.abs(ratio - 1.0) <= TOLERANCE))
-
-
-def _log_correlation(groups):
-    measured = np.log(np.concatenate([g[0] for g in groups]))
-    predicted = np.log(np.concatenate([g[1] for g in groups]))
-    if np.std(measured) == 0 or np.std(predicted) == 0:
-        return None
-    return float(np.corrcoef(measured, predicted)[0, 1])
-
-
-def _gap_closed(groups):
-    closed = np.concatenate([(g[2] - g[0]) / (1.0 - g[0]) for g in groups])
-    return float(np.median(closed))
-
-
-def law_answer(study: StudyResult) -> dict:
-    """The law over the models with a trusted reference (``benchmark_models``).
-
-    Returns
-    -------
-    dict
-        ``models``: per model ``model_law``; ``missing``: model -> why it has no prediction;
-        ``pooled``: over every parameter of those models, the median of measured / predicted
-        with its 10–90% range, the share within ±``TOLERANCE``, the correlation of log measured
-        with log predicted, each with its bootstrap-over-models SE; ``broken``: the models with
-        a parameter outside 1 ± ``BREAK``, worst first; ``lowrank``: the low-rank guide's sd /
-        ref sd and the share of the mean-field gap it closes, (sd_lowrank − σ_SVI) / (ref sd −
-        σ_SVI) over the parameters with a gap of at least ``GAP_MIN``.
-    """
-    models, _ = benchmark_models(study)
-    entries, missing = {}, {}
-    for model in models:
-        entry = model_law(model)
-        if entry is not None:
-            entries[model.name] = entry
-        elif usable_fit(model, SVI) is not None:
-            ref = model.reference
-            missing[model.name] = (ref.info.get("predicted_shrink_missing")
-                                   or "the reference predates the law (rerun it)")
-    out: dict = {"models": entries, "missing": missing, "break": BREAK, "bootstrap": BOOTSTRAP}
-    if not entries:
-        return out
-    groups = [(np.asarray(e["measured"], dtype=float), np.asarray(e["predicted"], dtype=float))
-              for e in entries.values()]
-    ratio = np.concatenate([m / p for m, p in groups])
-    out["pooled"] = {
-        "n": int(ratio.size),
-        "n_models": len(groups),
-        "median": float(np.median(ratio)),
-        "median_se": _bootstrap(groups, _median_ratio),
-        "q10": float(np.quantile(ratio, LOW_QUANTILE)),
-        "q90": float(np.quantile(ratio, HIGH_QUANTILE)),
-        "share_within": float(np.mean(np.abs(ratio - 1.0) <= TOLERANCE)),
-        "share_se": _bootstrap(groups, _share_within),
-        "log_correlation": _log_correlation(groups),
-        "log_correlation_se": _bootstrap(groups, _log_correlation),
-    }
-    broken = [name for name, e in entries.items() if e["breaks"]]
-    out["broken"] = sorted(broken, key=lambda n: (-abs(np.log(entries[n]["worst_ratio"])), n))
-    gap_groups = []
-    for e in entries.values():
-        if "lowrank" not in e:
-            continue
-        measured, lowrank = np.asarray(e["measured"], dtype=float), np.asarray(e["lowrank"], dtype=float)
-        keep = 1.0 - measured >= GAP_MIN
-        if keep.any():
-            gap_groups.append((measured[keep], np.asarray(e["predicted"], dtype=float)[keep], lowrank[keep]))
-    if gap_groups:
-        measured = np.concatenate([g[0] for g in gap_groups])
-        lowrank = np.concatenate([g[2] for g in gap_groups])
-        out["lowrank"] = {
-            "n": int(measured.size),
-            "n_models": len(gap_groups),
-            "median_measured": float(np.median(measured)),
-            "median_lowrank": float(np.median(lowrank)),
-            "median_gap_closed": _gap_closed(gap_groups),
-            "median_gap_closed_se": _bootstrap(gap_groups, _gap_closed),
-        }
-    return out
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -406,8 +238,8 @@ def law_answer_blocks(study: StudyResult, answer: dict, fig_dir: Path) -> list:
     """The report section "The law behind the shortfall" and the parameterisation section."""
     law = answer.get("law") or {}
     titles = {m.name: m.title for m in study.models}
-    missing = Paragraph("No prediction: " + "; ".join(f"{titles.get(n, n)} ({why})"
-                                                      for n, why in (law.get("missing") or {}).items()) + ".")
+    missing = Table(columns=["model without a prediction", "why"], numeric=False,
+                    rows=[[titles.get(n, n), why] for n, why in (law.get("missing") or {}).items()])
     if not law.get("pooled"):
         return [Heading(3, "The law behind the shortfall", anchor="law"), missing] if law.get("missing") else []
     blocks: list = [Heading(3, "The law behind the shortfall", anchor="law"), Paragraph(" ".join(law_sentences(law))),

@@ -29,12 +29,12 @@ import numpy as np
 
 from study.core.results import ModelResult
 from study.report.answer import fmt
-from study.report.document import Heading, Image, Paragraph, Table
+from study.report.document import Bullets, Heading, Image, Paragraph, Table
 from study.report.plotting import DETAIL_DPI, plt, save
+from study.report.summary import (  # noqa: F401  (the networks' numbers live with the others)
+    GGN_SOURCES, HESSIAN_SOURCES, SIGMA_SOURCES, _fit_ok, is_network, median_with_se, network_ratios, precision_of,
+)
 
-HESSIAN_SOURCES = ("hessian_diag", "laplace_diag")
-GGN_SOURCES = ("ggn_diag", "laplace_torch_diag")
-SIGMA_SOURCES = ("svi_meanfield", "ivon")
 # A layer "tracks" a curvature when the median of sigma_i^-2 / curvature_i lies within this
 # factor of 1 (a factor 1.25^2 in precision: sigma within 25%, the band of the main answer).
 TRACK_FACTOR = 1.25**2
@@ -42,41 +42,10 @@ TRACK_FACTOR = 1.25**2
 MAX_POINTS = 3000
 
 
-def _fit_ok(model: ModelResult, method: str):
-    fit = model.fits.get(method)
-    return fit if fit is not None and fit.ok and fit.sd is not None else None
-
-
-def is_network(model: ModelResult) -> bool:
-    """A network: the model has an ``ivon`` fit or a GGN-diagonal fit (methods for networks)."""
-    return any(_fit_ok(model, m) is not None for m in ("ivon", "ggn_diag"))
-
-
-def precision_of(model: ModelResult, sources: tuple[str, ...]) -> tuple[np.ndarray | None, str | None]:
-    """``sd^-2`` of the first usable source, shape ``(d,)`` (NaN where the source has no value)."""
-    for method in sources:
-        fit = _fit_ok(model, method)
-        if fit is not None:
-            sd = np.asarray(fit.sd, dtype=float)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                return np.where(sd > 0, sd**-2.0, np.nan), method
-    return None, None
-
-
 def layer_slices(model: ModelResult) -> list[tuple[str, slice]]:
     """``(site name, flat slice)`` per latent site, from the model's layout."""
     return [(name, slice(offset, offset + int(np.prod(shape) if len(shape) else 1)))
             for name, offset, shape in model.layout]
-
-
-def median_with_se(ratios: np.ndarray) -> tuple[float, float]:
-    """Median of positive ``ratios`` and its SE (``1.2533 sd / sqrt(n)`` on the log scale, mapped back)."""
-    logs = np.log(ratios[np.isfinite(ratios) & (ratios > 0)])
-    if len(logs) == 0:
-        return float("nan"), float("nan")
-    centre = float(np.median(logs))
-    se_log = 1.2533 * float(np.std(logs, ddof=1)) / math.sqrt(len(logs)) if len(logs) > 1 else float("nan")
-    return math.exp(centre), math.exp(centre) * se_log
 
 
 def layer_table(model: ModelResult) -> list[dict]:
@@ -247,6 +216,16 @@ def networks_answer(study, answer: dict, fig_dir: Path) -> list:
     if not summary["models"]:
         return []
     blocks: list = [Heading(2, "Networks", anchor="networks"), Paragraph(answer_text(summary))]
+    whole = answer.get("networks") or network_ratios(study)
+    if whole:
+        blocks.append(Table(
+            columns=["network", "weights", "median σᵢ⁻²/Hᵢᵢ ± SE"], numeric=False,
+            rows=[[name, f"{e['n']:,}", f"{fmt(e['median'])} ± {fmt(e['se'], 2)}" if e.get("se") is not None
+                   else fmt(e["median"])] for name, e in whole.items()],
+            caption=("Per network without a reference, over all its weights (the opening's claim 2): σᵢ⁻² of the "
+                     "mean-field fit over "
+                     "Hᵢᵢ, the exact Hessian diagonal at the guide's mean (`hessian_diag`). SE: 1.2533 × sd of the "
+                     "log ratio / √n, on the median's scale, as in the per-layer table below.")))
     rows = []
     for entry in summary["models"]:
         for row in entry["layers"]:
@@ -272,7 +251,7 @@ def networks_answer(study, answer: dict, fig_dir: Path) -> list:
             moved.append(f"{model.name}: median |h/h_init − 1| = {fmt(fit.info['h_moved_median'])} after "
                          f"{cfg.get('steps')} steps at β2 = {fmt(cfg.get('beta2'), 5)} (h_init {cfg.get('hess_init')})")
     if moved:
-        blocks.append(Paragraph("IVON's Hessian estimate h left its initial value: " + "; ".join(moved) + "."))
+        blocks += [Paragraph("IVON's Hessian estimate h left its initial value, per network:"), Bullets(moved)]
     used = []
     for model in study.models:
         fit = _fit_ok(model, "svi_meanfield")
@@ -288,8 +267,9 @@ def networks_answer(study, answer: dict, fig_dir: Path) -> list:
                         f"{precision}, {fit.info.get('steps')} steps, σ started at {fit.info.get('sigma_start') or 'init_scale'}; "
                         f"{'mean' if mean else 'median'} fixed-point residual per layer: {residuals or '–'}")
     if used:
+        blocks += [Paragraph("Mean-field SVI on the networks, per network:"), Bullets(used)]
         blocks.append(Paragraph(
-            "Mean-field SVI on the networks: " + "; ".join(used) + ". Above 5,000 weights the residual "
+            "Above 5,000 weights the residual "
             "rᵢ = σᵢ²E_q[Hᵢᵢ] − 1 comes from gradients (Price's estimator, antithetic pairs); its per-weight "
             "estimates are unbiased but skewed, so a layer is summarised by their mean, whose SE is the spread "
             "of the per-pair means (their median would read −0.021 at the fixed point with 32 pairs)."))

@@ -1,4 +1,5 @@
-"""The answer's overview: the per-model table of the headline ratios and the across-models figure."""
+"""The report's opening: the claims and their figure, the question, the glossary, the model index, the
+across-models figure."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import numpy as np
 
 
 from study.core.results import OK, StudyResult
-from study.report.answer import QUESTION, SE_NOTE, answer_paragraph, fmt, headline, ratio_cell
-from study.report.document import Heading, Image, Paragraph, Table, slug
+from study.checks.fixed_point import Z_LIMIT
+from study.report.answer import QUESTION, fmt, with_se
+from study.report.claims import GLOSSARY, GLOSSARY_ANCHOR, claim_markdown, claims, term_anchor
+from study.report.document import Heading, Image, Numbered, Paragraph, Table, Terms, slug
 from study.report.plotting import (
     INV_SQRT_H, SIGMA_SVI, plain_log_ticks, plt, save, untrusted_reference,
 )
-from study.report.summary import BAND, MAX_R_HAT, MIN_ESS_BULK, SVI, sd_ratios
+from study.report.summary import BAND, MAX_R_HAT, MIN_ESS_BULK, SVI, TOLERANCE, sd_ratios
 
 UNTRUSTED_MARK = "†"
 
@@ -30,68 +33,105 @@ def untrusted(answer_for_model: dict | None) -> dict | None:
     return (answer_for_model or {}).get("reference_untrusted")
 
 
-def answer_table(study_or_models, answer: dict, links: bool = True) -> Table:
-    """Per model: the medians of the answer's ratios (worst parameter in brackets).
+def reference_used(model) -> str:
+    """What the model's reference actually was: its kind, or ``none`` (with why, when a fit says)."""
+    fit = model.fits.get("reference")
+    if fit is not None and fit.ok:
+        return str(fit.info.get("kind") or model.reference_kind or "reference")
+    if fit is not None and fit.status == "skipped" and "skipped above" in fit.reason:
+        return "none (skipped for size)"
+    if fit is not None:
+        return f"none ({fit.status})"
+    return "none"
 
-    ``study_or_models`` is a ``StudyResult`` or a list of ``(name, title, status, reason,
-    reference_kind)`` tuples (what ``results.json`` holds).
+
+def _verdict(diag: dict | None, ref: dict | None, law: dict | None) -> str:
+    """A model's answer in words, each part chosen by ``TOLERANCE`` on a median."""
+    parts = []
+    if diag:
+        parts.append("σ ≈ 1/√Hᵢᵢ" if abs(diag["median"] - 1) <= TOLERANCE else "σ ≠ 1/√Hᵢᵢ")
+    if ref:
+        if abs(ref["median"] - 1) <= TOLERANCE:
+            parts.append("σ ≈ ref sd")
+        else:
+            parts.append("σ below ref sd" if ref["median"] < 1 else "σ above ref sd")
+        if law is not None:
+            parts[-1] += (", as predicted" if abs(law["median_ratio"] - 1) <= TOLERANCE else ", not as predicted")
+    return "; ".join(parts) or "–"
+
+
+def _cell(entry: dict | None, mark: str = "") -> str:
+    if not entry:
+        return "–"
+    return with_se(entry["median"], entry.get("median_se"), entry.get("se_complete", True)) + mark
+
+
+def model_index(study: StudyResult, answer: dict) -> Table:
+    """One row per model: the reference used, a verdict, the medians of σ_SVI / (1/√Hᵢᵢ), σ_SVI / ref sd and
+    the predicted √(1 − Rᵢ²), the fixed point and the fits' status; each model links to its section.
+
+    Medians ± SE are ``summary.pooled_statistics`` over the model's parameters, as in the benchmark's
+    per-model table.
     """
-    if isinstance(study_or_models, StudyResult):
-        models = [(m.name, m.title, m.status, m.reason, m.reference_kind) for m in study_or_models.models]
-    else:
-        models = list(study_or_models)
+    from study.report.summary import _pool
+
+    law = (answer.get("law") or {}).get("models") or {}
     rows, any_untrusted = [], False
-    for name, title, status, reason, reference_kind in models:
-        a = answer["models"].get(name, {})
+    for model in study.models:
+        a = answer["models"].get(model.name, {})
+        label = f"[{model.title}](#{model_anchor(model.name)})"
+        if model.status != OK:
+            rows.append([label, "–", "–", "–", "–", "–", "–", f"{model.status}: {model.reason}"])
+            continue
         flag = untrusted(a) is not None
         any_untrusted |= flag
-
-        def cell(key, marked=False):
-            entry = a.get(key)
-            if not entry:
-                return "–"
-            text = ratio_cell(entry)
-            return f"{text} {UNTRUSTED_MARK}" if marked and flag else text
-
-        label = f"[{title}](#{model_anchor(name)})" if links else title
-        if status != OK:
-            rows.append([label, "–", status, reason, "", "", ""])
-            continue
-        collapse = a.get("expected_loss", {})
-        fall = collapse.get("final_sigma_over_svi")
+        mark = f" {UNTRUSTED_MARK}" if flag else ""
+        diag = _pool([model], SVI, "laplace_diag")
+        ref = _pool([model], SVI, "reference")
+        fixed = a.get("fixed_point")
+        shrink = law.get(model.name)
+        bad = [f"`{name}` {fit.status}" for name, fit in model.fits.items() if fit.status in ("failed", "flagged")]
         rows.append([
             label,
-            (reference_kind or "–") + (f" (untrusted {UNTRUSTED_MARK})" if flag else ""),
-            cell("svi_over_laplace_diag"),
-            cell("svi_over_reference", marked=True),
-            cell("laplace_full_over_reference", marked=True),
-            fmt(fall["median"]) if fall else "–",
-            fmt(collapse.get("median_log_sigma_slope_per_1000_steps")),
+            reference_used(model) + (f" (untrusted {UNTRUSTED_MARK})" if flag else ""),
+            _verdict(diag, None if flag else ref, shrink),
+            _cell(diag),
+            _cell(ref, mark),
+            fmt(shrink["median_predicted"]) if shrink else "–",
+            f"{fixed['verdict']} ({fixed['n_off']} of {fixed['n']} off)" if fixed else "–",
+            "ok" if not bad else "; ".join(bad),
         ])
-    caption = ("Median over parameters ± its typical Monte Carlo SE (worst parameter ± SE in brackets: farthest "
-               "from 1). SE: the seed-to-seed error of σ_SVI and the reference's Monte Carlo error (ArviZ mcse of "
-               "the sd); exact Laplace and analytic sds have none. The last two columns: the expected-loss run's "
-               "final σ over the ELBO's σ, and its trend (a run that has not converged, so no SE).")
+    caption = ("Medians over each model's parameters ± their Monte Carlo SE (propagated from each ratio's own error, "
+               "as in the benchmark's per-model table). Verdict: each median within ±"
+               f"{round(100 * TOLERANCE)}% of 1 or not; \"as predicted\": σ_SVI / ref sd within ±"
+               f"{round(100 * TOLERANCE)}% of the shortfall law's √(1 − Rᵢ²). Fixed point: the verdict of the "
+               f"check σᵢ⁻² = E_q[Hᵢᵢ] and how many residuals lie beyond its limit (at least {Z_LIMIT:g} SE). Status: ok, "
+               "or the fits that failed or are flagged (the model's section says why; skipped methods are listed "
+               "there too).")
     if any_untrusted:
         caption += (f" {UNTRUSTED_MARK} Untrusted NUTS reference (largest R-hat above {MAX_R_HAT} or smallest "
-                    f"bulk ESS below {MIN_ESS_BULK}): shown, but left out of the pooled numbers.")
-    return Table(
-        columns=["model", "reference", "σ_SVI / 1/√Hᵢᵢ", "σ_SVI / ref sd", "√(H⁻¹)ᵢᵢ / ref sd",
-                 "expected-loss σ / σ_SVI", "log σ slope /1000 steps"],
-        rows=rows,
-        caption=caption,
-    )
+                    f"bulk ESS below {MIN_ESS_BULK}): shown, but left out of every pooled number.")
+    return Table(columns=["model", "reference", "verdict", "σ_SVI / (1/√Hᵢᵢ)", "σ_SVI / ref sd",
+                          "predicted √(1 − Rᵢ²)", "fixed point", "status"],
+                 rows=rows, caption=caption, numeric=False, wrap=True)
 
 
 def answer_blocks(study: StudyResult, answer: dict, answer_figures: list[Image]) -> list:
-    """The answer section: the three-sentence answer, the question, the detailed paragraph, the
-    across-models figure, the per-model table."""
-    blocks: list = [Heading(2, "The answer", anchor="answer"), Paragraph(headline(answer)),
-                    Paragraph(f"*{QUESTION}*")]
-    blocks.append(Paragraph(answer_paragraph(answer, titles(study))))
-    blocks.append(Paragraph(f"*{SE_NOTE}*"))
-    blocks.extend(answer_figures)
-    blocks.append(answer_table(study, answer))
+    """The first screen (the claims and their figure), then the question, the glossary and the model index.
+
+    ``answer_figures``: the glance figure first (``claims.glance_figure``), then the per-model figures.
+    """
+    made = claims(answer)
+    blocks: list = [Numbered([claim_markdown(c) for c in made], anchor="answer") if made
+                    else Paragraph("No model produced the fits needed for an answer.")]
+    blocks.extend(answer_figures[:1])
+    blocks += [
+        Heading(2, "The question", anchor="question"), Paragraph(QUESTION),
+        Heading(2, "Glossary", anchor=GLOSSARY_ANCHOR),
+        Terms([[term_anchor(term), term, meaning] for term, meaning in GLOSSARY.items()]),
+        Heading(2, "Model index", anchor="model-index"), model_index(study, answer),
+    ]
+    blocks.extend(answer_figures[1:])
     return blocks
 
 

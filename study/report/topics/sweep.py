@@ -8,7 +8,7 @@ import numpy as np
 
 
 from study.core.results import ModelResult
-from study.report.answer import fmt
+from study.report.answer import fmt, MAX_NAMED, named_or_counted
 from study.report.document import Heading, Image, Paragraph, Table, slug
 from study.report.plotting import DETAIL_DPI, plt, save
 from study.report.summary import usable_fit, usable_models
@@ -83,7 +83,7 @@ def sweep_answer(study, answer: dict, fig_dir: Path) -> list:
             if slope is not None and slope > -0.5 + SLOPE_SLACK]
     if slow:
         text += (f" Over the last doubling, these still shrink more slowly than N^(−1/2) (slope above "
-                 f"{fmt(-0.5 + SLOPE_SLACK)}): {', '.join(slow)}; where the marginal sd is among them and the "
+                 f"{fmt(-0.5 + SLOPE_SLACK)}): {named_or_counted(slow, 'sds')}; where the marginal sd is among them and the "
                  "conditional sds are not, the prior still bounds the directions that correlated parameters "
                  "share.")
     spans = []
@@ -98,7 +98,7 @@ def sweep_answer(study, answer: dict, fig_dir: Path) -> list:
             f"on `{model.name}`, over every N and parameter, σ_SVI / (1/√Hᵢᵢ) stays within "
             f"{fmt(to_diag.min())}–{fmt(to_diag.max())} while σ_SVI / √(H⁻¹)ᵢᵢ spans {fmt(to_full.min())}–{fmt(to_full.max())}"
         )
-    if spans:
+    if spans and len(spans) <= MAX_NAMED:
         text += " Measured: " + "; ".join(spans) + "."
     return [Heading(3, "Data size", anchor="data-size"), Paragraph(text), table] + images
 
