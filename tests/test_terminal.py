@@ -56,3 +56,15 @@ def test_a_chosen_model_without_out_leaves_the_default_studys_results(tmp_path, 
     assert (reports / "results.json").read_text() == "the default study's results"
     assert (reports / "seed_linear" / "results.json").is_file()
     assert not (reports / "report.html").exists()
+
+
+def test_a_flagged_fit_counts_as_stopped_short_in_the_fixed_point_claim():
+    from study.report.claims import fixed_point_claim, plain
+
+    def model(verdict, flagged):
+        return {"fixed_point": {"verdict": verdict, "flagged": flagged}}
+
+    answer = {"models": {"a": model("fixed point", False), "b": model("fixed point", True),
+                         "c": model("not converged", False), "d": model("model", False)}}
+    text = plain(fixed_point_claim(answer).text)
+    assert "in 1 of 2 mean-field fits whose σ settled; 2 of 4 stopped short of it" in text

@@ -95,9 +95,10 @@ def _over(n: int, models: int, trusted: bool = True) -> str:
 
 
 def fixed_point_claim(answer: dict) -> Claim | None:
-    verdicts = [a["fixed_point"]["verdict"] for a in answer["models"].values() if a.get("fixed_point")]
-    if not verdicts:
+    checked = [a["fixed_point"] for a in answer["models"].values() if a.get("fixed_point")]
+    if not checked:
         return None
+    verdicts = [c["verdict"] if not c.get("flagged") else "not converged" for c in checked]
     settled = [v for v in verdicts if v != "not converged"]
     held = sum(v == "fixed point" for v in verdicts)
     short = len(verdicts) - len(settled)

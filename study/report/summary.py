@@ -189,6 +189,9 @@ def model_answer(model: ModelResult) -> dict:
                 "n": len(fixed["r"]),
                 "seeds": svi_fit.info.get("seeds"),
                 "sd_rel_se": svi_fit.info.get("sd_rel_se"),
+                # A flagged fit (σ still moving in its window at the step cap) has not settled,
+                # whatever its residuals say.
+                "flagged": svi_fit.status == FLAGGED,
             }
     ablation = model.fits.get("kl_ablation")
     if ablation is not None and ablation.ok:
