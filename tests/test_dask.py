@@ -63,11 +63,15 @@ def test_the_client_stores_the_skips_a_rerun_could_not_decide_cheaply(tmp_path):
     assert (back.status, back.reason) == (SKIPPED, "because")
 
 
-def test_local_cluster_gives_the_serial_bytes_and_its_cache_is_reused(tmp_path):
+def test_local_cluster_gives_the_serial_bytes_and_its_cache_is_reused(tmp_path, capsys):
     serial, dask = tmp_path / "serial", tmp_path / "dask"
     models = ["--models", "seed_linear"]
     assert main([*TINY, *models, *METHODS, "--workers", "1", "--no-cache", "--out", str(serial)]) == 0
+    capsys.readouterr()
     assert main([*TINY, *models, *METHODS, *LOCAL, "--out", str(dask)]) == 0
+    # One line for the model once all its tasks are in, as in the serial run.
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("seed_linear: ")]
+    assert len(lines) == 1 and ", 0 failed" in lines[0]
     csv_bytes = (serial / "comparison.csv").read_bytes()
     assert csv_bytes == (dask / "comparison.csv").read_bytes()
     assert csv_bytes.count(b"\n") > 5 and b",failed," not in csv_bytes and b",skipped," in csv_bytes

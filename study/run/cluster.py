@@ -228,6 +228,9 @@ def run_study_dask(
                 reason = f"dask task failed: {one_line(error)}"
                 print(f"{model.name}: {', '.join(group)} failed: {reason}", file=sys.stderr)
                 model.fits.update(_failed_fits(model, group, reason))
+                part = None
+            if part is None:
+                pass
             elif part.status != OK:  # the model built here but not on the worker
                 model.fits.update(_failed_fits(model, group, f"on the worker: {part.reason}"))
             else:
