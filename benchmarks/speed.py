@@ -162,6 +162,11 @@ def time_svi_step(name: str, steps: int, particles: int) -> dict:
             "ratio": pyro_step / plain_step}
 
 
+def _relative(arg: str) -> str:
+    path = Path(arg)
+    return str(path.relative_to(ROOT)) if path.is_absolute() and path.is_relative_to(ROOT) else arg
+
+
 def machine() -> dict:
     return {"cpus": os.cpu_count(), "load_average": os.getloadavg(), "python": platform.python_version(),
             "platform": platform.platform(), "date": time.strftime("%Y-%m-%d")}
@@ -188,7 +193,8 @@ def main(argv=None) -> int:
         + (["--methods", *args.methods] if args.methods else []) \
         + (["--workers", str(args.workers)] if args.workers else []) \
         + (["--model", *[str(Path(f).resolve()) for f in args.model]] if args.model else []) + args.study_args
-    report: dict = {"command_extra": extra}
+    # Recorded with paths relative to the checkout: the JSON names no machine's folders.
+    report: dict = {"command_extra": [_relative(arg) for arg in extra]}
     if args.baseline is not None:
         report["baseline"] = str(args.baseline)
         report.update(compare_in_turn(args.baseline.resolve(), extra, args.repeats))

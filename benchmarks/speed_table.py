@@ -4,7 +4,8 @@
 
 Reads every ``*.json`` there: a ``{"rows": [...]}`` document of recorded measurements
 (``recorded.json``), the output of ``benchmarks/speed.py`` (``cold`` and ``warm`` runs,
-``machine``) or of ``benchmarks/timing.py`` (``quick`` and ``full``, ``machine``). Copy a new
+``machine``; with ``--baseline``, the medians of old and new code run in turn) or of
+``benchmarks/timing.py`` (``quick`` and ``full``, ``machine``). Copy a new
 run's JSON into benchmarks/results/ and rerun this to add its row.
 """
 
@@ -35,6 +36,16 @@ def rows_of(name: str, doc: dict) -> list[dict]:
     if "rows" in doc:
         return [dict(row, source=name) for row in doc["rows"]]
     machine = doc.get("machine") or {}
+    if "medians" in doc:  # benchmarks/speed.py --baseline: old and new code in turn
+        extra = " ".join(doc.get("command_extra") or []) or "default study"
+        old, new = doc["medians"]["old"], doc["medians"]["new"]
+        cold = (f"old {_minutes(old['median_wall_seconds'])}, new {_minutes(new['median_wall_seconds'])} "
+                f"(medians of {doc['repeats']}, in turn)")
+        notes = (f"largest resident set old {old['median_max_rss_bytes'] / 1e9:.2f} GB, new "
+                 f"{new['median_max_rss_bytes'] / 1e9:.2f} GB; fits old {old['median_fits_seconds']:.0f} s, "
+                 f"new {new['median_fits_seconds']:.0f} s")
+        return [{"date": machine.get("date", "–"), "machine": _machine(machine), "configuration": extra,
+                 "cold": cold, "warm": "", "notes": notes, "source": name}]
     if "cold" in doc:  # benchmarks/speed.py
         extra = " ".join(doc.get("command_extra") or []) or "default study"
         notes = ""
