@@ -21,6 +21,7 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
+from cli_output import one_error_line
 import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoDiagonalNormal, AutoMultivariateNormal, AutoNormal
@@ -93,14 +94,6 @@ def exact_precision(path):
     spec = load_model_file(path)
     post = spec.exact_posterior(spec.data())
     return post.mean, torch.linalg.inv(post.covariance)
-
-
-def one_error_line(capsys) -> str:
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 # -- the verdict rule ------------------------------------------------------------------------

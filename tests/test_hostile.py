@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_output import one_error_line
 
 from study.compare import main
 from study.core.errors import one_line
@@ -70,14 +71,6 @@ def assert_contained(tmp_path: Path, before: set[Path], out: Path) -> None:
     assert not [p for p in new if is_temporary(p)], new
     # The parent of tmp_path is where "../x" or "../../x" from inside it would land.
     assert not list(tmp_path.parent.glob("escape*")) and not list(tmp_path.parent.parent.glob("escape*"))
-
-
-def one_error_line(capsys) -> str:
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 # -- refused at input: exit 2, one line, nothing written ------------------------------------------
