@@ -11,7 +11,9 @@ from pyro.infer.autoguide import AutoNormal
 import pyro
 
 from models.linear_correlated import NOISE_SCALE, PRIOR_SCALE
-from study.methods.svi import PartialELBO, fit_expected_loss
+from partial_elbo import PartialELBO
+
+from study.methods.svi import fit_expected_loss
 
 from conftest import make_run, sidak_z
 
