@@ -205,7 +205,7 @@ def find_map(run: ModelRun, max_newton_steps: int = 50) -> dict:
         if joint.hessian_chunk() >= joint.dim:
             # The whole Hessian is one batched pass within the memory budget: it costs about
             # one product, and the step solves with it exactly.
-            hessian, hessian_at = joint.hessian(z), z
+            hessian, hessian_at = joint.hessian(z, hvp), z
             chol, info = torch.linalg.cholesky_ex(hessian)
             if info != 0:
                 break  # not locally convex: leave it to the positive-definiteness check
