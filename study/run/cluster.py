@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 from models import ModelSpec
@@ -209,15 +210,15 @@ def run_study_dask(
                 future = client.submit(fit_group, source, group, settings, progress, posteriordb, pure=False,
                                        key=f"fit-{i}-{model.name}-{group[0]}-{uuid.uuid4().hex[:8]}")
                 futures[future] = (i, group)
-        outstanding = {i: sum(1 for j, _ in futures.values() if j == i) for i in range(len(models))}
+        outstanding = Counter(i for i, _ in futures.values())
 
         def finished(i: int) -> None:
             models[i].fits = {m: models[i].fits[m] for m in METHODS if m in models[i].fits}
             if on_model is not None:
                 on_model(models[i])
 
-        for i, count in outstanding.items():
-            if count == 0:  # every fit from the cache, or the model failed before any fit
+        for i in range(len(models)):
+            if outstanding[i] == 0:  # every fit from the cache, or the model failed before any fit
                 finished(i)
         for future in as_completed(list(futures)) if futures else ():
             i, group = futures[future]
@@ -228,15 +229,13 @@ def run_study_dask(
                 reason = f"dask task failed: {one_line(error)}"
                 print(f"{model.name}: {', '.join(group)} failed: {reason}", file=sys.stderr)
                 model.fits.update(_failed_fits(model, group, reason))
-                part = None
-            if part is None:
-                pass
-            elif part.status != OK:  # the model built here but not on the worker
-                model.fits.update(_failed_fits(model, group, f"on the worker: {part.reason}"))
             else:
-                _store(caches[i], part)
-                model.fits.update(part.fits)
-                model.wall_seconds += part.wall_seconds
+                if part.status != OK:  # the model built here but not on the worker
+                    model.fits.update(_failed_fits(model, group, f"on the worker: {part.reason}"))
+                else:
+                    _store(caches[i], part)
+                    model.fits.update(part.fits)
+                    model.wall_seconds += part.wall_seconds
             outstanding[i] -= 1
             if outstanding[i] == 0:
                 finished(i)
@@ -245,8 +244,6 @@ def run_study_dask(
             client.close()
         if cluster is not None:
             cluster.close()
-    for model in models:
-        model.fits = {m: model.fits[m] for m in METHODS if m in model.fits}
     return StudyResult(models=models, settings=settings, methods=methods,
                        wall_seconds=time.perf_counter() - start, versions=versions(), command=command)
 
