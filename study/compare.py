@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import os
 import signal
 import warnings
@@ -67,7 +68,7 @@ def _bytes(text: str) -> int:
         value = float(number) * _UNITS[unit]
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 500M, 2G)") from None
-    if not value >= 1e6 or value != value or value == float("inf"):
+    if not (math.isfinite(value) and value >= 1e6):
         raise argparse.ArgumentTypeError(f"must be at least 1M, got {text!r}")
     return int(value)
 
@@ -274,7 +275,10 @@ def _run(argv: list[str] | None) -> int:
     command = "python -m study.compare " + " ".join(shlex.quote(a) for a in argv)
     # Progress bars only on a terminal: a log gets one line per finished model instead.
     progress = not args.no_progress and sys.stderr.isatty()
-    on_model = functools.partial(print_line, model_line)
+
+    def on_model(model) -> None:  # at once: a log shows each model as it finishes
+        print(model_line(model), flush=True)
+
     start = time.perf_counter()
     from study.core.files import remove_stale_temporaries
     from study.report.write import draw_model_section, write_all
@@ -312,9 +316,10 @@ def _run(argv: list[str] | None) -> int:
     print(f"wrote {paths['html']} and {paths['csv']} in {time.perf_counter() - start:.1f} s "
           f"(fits {study.wall_seconds:.1f} s; {cached})")
     try:  # the answer, last: what a log ends with
-        from study.report.terminal import claim_lines
+        from study.report.claims import claim_lines
+        from study.report.summary import study_answer
 
-        print("\n".join(["", "The answer over the models of this run:", *claim_lines(study),
+        print("\n".join(["", "The answer over the models of this run:", *claim_lines(study_answer(study)),
                           f"The report: {paths['html']}"]), flush=True)
     except Exception as error:  # noqa: BLE001 (the outputs are written; a claim that cannot be said is no failure)
         print(f"the claims could not be printed: {one_line(error)}; the report: {paths['html']}", file=sys.stderr)
@@ -323,11 +328,6 @@ def _run(argv: list[str] | None) -> int:
     if flagged:
         print(f"flagged fits: {'; '.join(flagged)}", file=sys.stderr)
     return 0 if study.ok else 1
-
-
-def print_line(describe, item) -> None:
-    """``describe(item)`` on standard output, at once (a log shows it as it happens)."""
-    print(describe(item), flush=True)
 
 
 def _terminate(signum, frame):

@@ -179,6 +179,14 @@ def claims(answer: dict) -> list[Claim]:
     return [c for c in made if c is not None]
 
 
+def claim_lines(answer: dict) -> list[str]:
+    """The claims as plain numbered lines: what a finished run prints last."""
+    made = claims(answer)
+    if not made:
+        return ["No model of this run produced the fits an answer needs."]
+    return [f"{i}. {plain(claim.text)}" for i, claim in enumerate(made, start=1)]
+
+
 def link_terms(text: str, glossary: str = "") -> str:
     """Resolve ``[term](@term)`` to ``[term](<glossary>#term-...)``; ``glossary`` "" for this page."""
     return re.sub(r"\]\(@([^)]+)\)", lambda m: f"]({glossary}#{term_anchor(m.group(1))})", text)
