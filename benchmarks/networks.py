@@ -1,7 +1,7 @@
 """Cost of the network methods against the number of weights d: wall seconds and peak memory.
 
     python benchmarks/networks.py [--models digits_mlp_1k digits_mlp_10k digits_mlp_100k]
-                                  [--methods svi_meanfield ivon ...] [--steps 3000] [--seeds 1]
+                                  [--methods svi_meanfield ivon ...] [--steps 3000] [--seeds 3]
                                   [--device cpu|cuda] [--threads N] [--out reports/networks-benchmark.json]
 
 Each rung runs in a fresh process: the MAP search first (timed on its own, shared by
@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 DEFAULT_MODELS = ["digits_mlp_1k", "digits_mlp_10k", "digits_mlp_100k"]
 # The methods that scale: the mean-field SVI fit, IVON, and the O(d) curvature methods
 # (those present in the methods table are run; the others are reported as absent).
@@ -50,6 +52,7 @@ def run_rung(model: str, methods: list[str], steps: int, seeds: int, device: str
     from study.methods import METHODS
     from study.methods.laplace import map_and_hessian
     from study.core.memory import PeakMemory
+    from study.run.runner import mark_flagged
 
     settings = Settings.make(svi_steps=steps, svi_seeds=seeds, device=None if device == "cpu" else device)
     run = ModelRun.create(builtin_models()[model], settings)
@@ -65,6 +68,8 @@ def run_rung(model: str, methods: list[str], steps: int, seeds: int, device: str
         with PeakMemory(interval=0.005) as memory:
             try:
                 result = fn()
+                if hasattr(result, "status"):
+                    result = mark_flagged(result)  # the study's own flags: the same status as a study run
                 entry["status"] = getattr(result, "status", "ok")
                 if getattr(result, "reason", ""):
                     entry["reason"] = result.reason
@@ -91,10 +96,13 @@ def run_rung(model: str, methods: list[str], steps: int, seeds: int, device: str
             info = fit.info
             extra = {k: info.get(k) for k in ("steps", "particles", "data_subsampling", "sigma_drift",
                                               "h_moved_median", "h_over_init_quantiles", "sd_rel_se", "fit_dtype",
-                                              "per_seed_wall_seconds", "fixed_point_seconds")}
+                                              "per_seed_wall_seconds", "fixed_point_seconds",
+                                              "sigma_drift_beyond_noise_per_seed", "steps_per_seed",
+                                              "mean_spread_over_sigma")}
             fixed = info.get("fixed_point") or {}
             extra["fixed_point_by_site"] = fixed.get("by_site")
             extra["fixed_point_error"] = fixed.get("error")
+            extra["fixed_point_by_site_per_seed"] = [seed.get("by_site") for seed in info.get("fixed_point_per_seed") or []]
             record["fits"][method].update({k: v for k, v in extra.items() if v is not None})
     return record
 
@@ -117,11 +125,15 @@ def slopes(records: list[dict], key: str) -> dict[str, float | None]:
 
 
 def main(argv=None) -> int:
+    from study.core.settings import Settings
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
     parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS)
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--seeds", type=int, default=1)
+    defaults = Settings()
+    parser.add_argument("--steps", type=int, default=defaults.svi_steps, help="step cap (default: the study's)")
+    parser.add_argument("--seeds", type=int, default=defaults.svi_seeds,
+                        help="mean-field seeds (default: the study's, so that status and residuals compare)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="torch threads per rung (default: every CPU; the study uses 1)")

@@ -309,7 +309,8 @@ def fixed_point_residual(curvature: Curvature, sd_rel_se: np.ndarray | float | N
     }
 
 
-def diagnose(residual: dict, change: np.ndarray | None, names: list[str], minibatch: bool = False) -> dict:
+def diagnose(residual: dict, change: np.ndarray | None, names: list[str], minibatch: bool = False,
+             family: int | None = None) -> dict:
     """Is sigma at the fixed point; if not, is the optimisation or the model the likelier cause?
 
     Parameters
@@ -327,6 +328,10 @@ def diagnose(residual: dict, change: np.ndarray | None, names: list[str], miniba
         point to the objective there: the gradient noise of the mini-batches hides a
         slow drift from the settle test, and the decayed step size leaves sigma short.
         Such a fit is ``"not converged"``, with that reason.
+    family : int, optional
+        Residuals tested together for the false-alarm bound (``z_limit``); default the
+        measured ones. The seeds of one fit, each checked on its own, are one family of
+        ``K`` times as many.
 
     Returns
     -------
@@ -348,7 +353,7 @@ def diagnose(residual: dict, change: np.ndarray | None, names: list[str], miniba
     r = np.asarray(residual["r"], dtype=float)
     z = np.asarray(residual["z"], dtype=float)
     measured = int(np.sum(~np.isnan(r)))
-    limit = z_limit(measured)
+    limit = z_limit(measured if family is None else max(family, measured))
     with np.errstate(invalid="ignore"):
         off = np.flatnonzero(np.abs(z) > limit)
     out = {
@@ -536,3 +541,65 @@ def residual_by_site(joint: FlatJoint, residual: dict) -> dict[str, dict]:
                 mean_se = math.hypot(mean_se, 2.0 * rel * (1.0 + mean_r) / math.sqrt(n))
             out[site.name].update(mean_r=mean_r, mean_r_se=mean_se)
     return out
+
+
+def with_sigma_error(residual: dict, sd_rel_se: float | None) -> dict:
+    """``residual`` (its ``se`` covering the curvature draws only) with sigma's error added.
+
+    ``1 + r_i = sigma_i^2 E_q[H_ii]``: a relative error ``sd_rel_se`` of sigma adds
+    ``2 sd_rel_se (1 + r_i)`` in quadrature (delta method), as in ``fixed_point_residual``.
+    """
+    r = np.asarray(residual["r"], dtype=float)
+    se = np.asarray(residual["se"], dtype=float)
+    if sd_rel_se is not None:
+        se = np.hypot(se, 2.0 * sd_rel_se * (1.0 + r))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(se > 0, r / se, np.where(r == 0, 0.0, np.inf * np.sign(r)))
+    z[np.isnan(r)] = np.nan
+    return dict(residual, se=se.tolist(), z=z.tolist(), se_includes_sigma=sd_rel_se is not None,
+                sd_rel_se=sd_rel_se)
+
+
+def pool_seed_residuals(residuals: list[dict], sd_rel_se: float | None) -> dict:
+    """One residual from ``K`` seeds' residuals, each taken at that seed's own ``q``.
+
+    Seeds of a network can settle in different places (hidden units swapped or turned
+    off): their averaged ``q`` is then no seed's fit, and its residual means nothing. So
+    the fixed point is checked per seed, at ``q_k = N(mu_k, diag sigma_k^2)``, and what is
+    pooled is the residual itself, comparable across seeds: ``r_i = mean_k r_ik``.
+
+    Parameters
+    ----------
+    residuals : list of dict
+        Per seed, from ``fixed_point_residual`` or ``price_residual`` without ``sd_rel_se``
+        (their ``se`` covers the curvature draws only); the same coordinates and, for the
+        gradient-only estimator, the same number of pairs in each.
+    sd_rel_se : float or None
+        Relative SE of the seed-averaged sigma (``seed_standard_errors``).
+
+    Returns
+    -------
+    dict
+        The keys of the inputs, pooled: ``r`` the seed mean; ``se`` the draws' errors
+        (independent across seeds: ``sqrt(sum_k se_ik^2) / K``) and sigma's seed error
+        ``2 sd_rel_se (1 + r_i)`` in quadrature; ``expected_hessian`` the seed mean;
+        ``site_mean_by_pair`` pair ``j`` averaged over the seeds (pairs are independent
+        within and across seeds, so their spread gives the SE of the pooled site mean);
+        ``draws`` summed; and ``seeds``.
+    """
+    K = len(residuals)
+    if K == 0:
+        raise ValueError("no seed residuals to pool")
+    r = np.mean([np.asarray(x["r"], dtype=float) for x in residuals], axis=0)
+    draw_se = np.sqrt(np.sum([np.asarray(x["se"], dtype=float) ** 2 for x in residuals], axis=0)) / K
+    expected = np.mean([np.asarray(x["expected_hessian"], dtype=float) for x in residuals], axis=0)
+    expected_se = np.sqrt(np.sum([np.asarray(x["expected_hessian_se"], dtype=float) ** 2 for x in residuals],
+                                 axis=0)) / K
+    pooled = dict(residuals[0], r=r.tolist(), se=draw_se.tolist(), expected_hessian=expected.tolist(),
+                  expected_hessian_se=expected_se.tolist(), draws=int(sum(x["draws"] for x in residuals)), seeds=K)
+    if residuals[0].get("site_mean_by_pair") is not None:
+        pooled["site_mean_by_pair"] = {
+            site: np.mean([x["site_mean_by_pair"][site] for x in residuals], axis=0).tolist()
+            for site in residuals[0]["site_mean_by_pair"]
+        }
+    return with_sigma_error(pooled, sd_rel_se)

@@ -77,7 +77,7 @@ METHODS: dict[str, Method] = {
         Method("ggn_diag", "laplace-torch diagonal GGN (BackPackGGN) at the same point: 1/sqrt(GGN_ii + prior)", curvature.fit_ggn_diag, curvature.applicability),
         Method("kfac", "laplace-torch Kronecker-factored GGN (CurvlinopsGGN) at the same point; marginal sds from the factors", curvature.fit_kfac, curvature.applicability),
         Method("laplace_last_layer", "laplace-torch last-layer full Laplace at the same point; other weights: no sd", curvature.fit_laplace_last_layer, curvature.last_layer_applicability),
-        Method("ivon", "IVON optimiser on the model's network (ivon-opt): sigma = 1/sqrt(N (h + prior/N)), h its Hessian estimate", ivon.fit_ivon, laplace_torch_applicability),
+        Method("ivon", "IVON optimiser (ivon-opt) on the model's network, else on its flat log joint: sigma = 1/sqrt(N (h + prior/N)), h its Hessian estimate", ivon.fit_ivon, ivon.applicability),
         Method("reference", "analytic posterior, posteriordb gold draws, or NUTS", fit_reference, guarded("reference", reference_applicability)),
         Method("data_sweep", "sigma_SVI, laplace_diag and laplace_full refitted on nested subsets of the data; sd: all the data", sweep.fit_data_sweep, guarded("data_sweep", sweep.applicability)),
     )

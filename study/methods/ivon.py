@@ -139,8 +139,11 @@ def average_nll(likelihood: str, sigma_noise: float):
     """The per-row average negative log-likelihood IVON minimises, as ``loss(output, target)``.
 
     ``"regression"``: ``mean_n sum_k (f_nk - y_nk)^2 / (2 sigma_noise^2)`` (constants dropped);
-    ``"classification"``: the mean softmax cross-entropy.
+    ``"classification"``: the mean softmax cross-entropy; ``"joint"``: the module's output is the
+    loss itself (``FlatLogJoint``).
     """
+    if likelihood == JOINT:
+        return lambda output, target: output
     if likelihood == "regression":
         scale = 0.5 / float(sigma_noise) ** 2
 
@@ -151,6 +154,31 @@ def average_nll(likelihood: str, sigma_noise: float):
     if likelihood == "classification":
         return torch.nn.functional.cross_entropy
     raise ValueError(f"unknown likelihood {likelihood!r}: expected 'regression' or 'classification'")
+
+
+JOINT = "joint"
+
+
+class FlatLogJoint(torch.nn.Module):
+    """IVON's loss for a model without a network: ``-log p(z, y) / N`` over its flat latent vector.
+
+    The one parameter is the model's unconstrained latent vector ``z`` (``FlatJoint`` order);
+    the loss is the whole log joint, prior and Jacobian included, over the number of rows ``N``.
+    So IVON runs with weight decay 0 and ``lambda = N``, and ``N h_i`` estimates ``E_q[H_ii]``
+    of ``-log p(z, y)``: the mean-field fixed point's precision, as with a network, where the
+    prior is IVON's weight decay instead. ``joint`` may be the model on mini-batches of rows
+    (``subsample_size``: its ``pyro.plate`` draws the rows and scales their likelihood by
+    ``N / B``), the mini-batching of the mean-field fit. The forward pass ignores its input.
+    """
+
+    def __init__(self, joint, start: torch.Tensor, rows: int):
+        super().__init__()
+        self.joint = joint
+        self.rows = int(rows)
+        self.z = torch.nn.Parameter(start.detach().clone())
+
+    def forward(self, _inputs=None) -> torch.Tensor:
+        return -self.joint.log_joint_batched(self.z.unsqueeze(0))[0] / self.rows
 
 
 def resolve_device(device: str) -> torch.device:
@@ -184,7 +212,8 @@ def train_ivon(
     inputs, targets : torch.Tensor
         Shapes ``(N, ...)``; targets are class indices for classification.
     prior_precision : float
-        Precision of the isotropic Gaussian prior on every weight.
+        Precision of the isotropic Gaussian prior on every weight (0 for a ``"joint"`` loss,
+        which holds the prior itself).
     config : IVONConfig
     seed : int
     sigma_noise : float
@@ -198,7 +227,7 @@ def train_ivon(
     """
     import ivon
 
-    if prior_precision <= 0:
+    if prior_precision <= 0 and not (likelihood == JOINT and prior_precision == 0):
         raise ValueError(f"prior precision must be positive, got {prior_precision}")
     if not 0.0 < config.forgetting < config.steps:
         raise ValueError(f"forgetting must lie in (0, steps), got {config.forgetting} for {config.steps} steps")
@@ -310,37 +339,64 @@ def _start_weights(run: ModelRun) -> tuple[torch.Tensor, str]:
         return run.joint.init_z.detach(), "model init"
 
 
+def applicability(run: ModelRun) -> str | None:
+    """None where IVON runs: a model with a ``laplace_torch`` network, or any model without one
+    (on its flat log joint) except the posteriordb posteriors, which are compared with their gold
+    draws and are not the networks and own models IVON is run for (47 more IVON fits of 3 seeds
+    each would add minutes to the default study for no question it asks)."""
+    if run.spec.laplace_torch is None and run.spec.posteriordb:
+        return ("a posteriordb posterior: IVON runs on networks and on models of your own (on their flat log "
+                "joint where they have no network), not on the posteriordb comparison")
+    return None
+
+
 def fit_ivon(run: ModelRun) -> Fit:
-    """IVON on the model's ``laplace_torch`` network, ``Settings.svi_seeds`` seeds averaged.
+    """IVON, ``Settings.svi_seeds`` seeds averaged: on the model's ``laplace_torch`` network, or,
+    where the model has none, on its flat log joint (``FlatLogJoint``).
 
     ``sd`` is ``1/sqrt(N (h + delta))`` from ``h`` averaged over the last quarter of each
     run, then over seeds; ``info`` holds ``h`` per weight (flat latent order), its seed SE,
     how far ``h`` moved from ``hess_init`` and the trajectory of its quantiles.
     """
-    from study.methods.laplace_torch import NotApplicable, _flat_index
+    from study.methods.laplace_torch import _flat_index
     from study.methods.svi import fit_dtype, precision, scale_plan, seed_standard_errors
 
-    if run.spec.laplace_torch is None:
-        raise NotApplicable("the model defines no laplace_torch network for IVON to train")
     s = run.settings
     config = ivon_config(run)
-    problem = run.spec.laplace_torch(run.data)
     start_z, start_from = _start_weights(run)
     dtype = fit_dtype(run)  # float64, or the model's large_fit_dtype above LARGE_MODEL_DIM latents
-    index = _flat_index(run, problem.module, problem.site_of_parameter)
-    inputs = problem.inputs.to(dtype)
-    targets = problem.targets if problem.likelihood == "classification" else problem.targets.to(dtype)
+    d = run.joint.dim
+    if run.spec.laplace_torch is not None:
+        problem = run.spec.laplace_torch(run.data)
+        index = _flat_index(run, problem.module, problem.site_of_parameter)
+        inputs = problem.inputs.to(dtype)
+        targets = problem.targets if problem.likelihood == "classification" else problem.targets.to(dtype)
+        likelihood, prior_precision, sigma_noise = problem.likelihood, float(problem.prior_precision), float(problem.sigma_noise)
+        objective = "the model's laplace_torch network"
+
+        def make_module():
+            module = run.spec.laplace_torch(run.data).module.to(dtype)
+            torch.nn.utils.vector_to_parameters(start_z[torch.as_tensor(index)].to(dtype), module.parameters())
+            return module
+    else:
+        joint, rows = flat_joint_for_ivon(run, dtype)
+        index = np.arange(d)
+        inputs, targets = torch.zeros(rows, 0, dtype=dtype), torch.zeros(rows, dtype=dtype)
+        likelihood, prior_precision, sigma_noise = JOINT, 0.0, 1.0
+        # The model subsamples its own rows (its plate), so IVON takes the whole (empty) batch.
+        batch = config.batch_size
+        config = IVONConfig(**(asdict(config) | {"batch_size": None}))
+        objective = "the model's flat log joint (no laplace_torch network)"
+
+        def make_module():
+            return FlatLogJoint(joint, start_z.to(dtype), rows)
     runs = []
     for k in range(max(1, s.svi_seeds)):
-        module = run.spec.laplace_torch(run.data).module.to(dtype)
-        torch.nn.utils.vector_to_parameters(start_z[torch.as_tensor(index)].to(dtype), module.parameters())
+        module = make_module()
         seed = run.seed("ivon") if k == 0 else run.seed(f"ivon/seed{k}")
         with precision(dtype):
-            runs.append(train_ivon(
-                module, problem.likelihood, inputs, targets, float(problem.prior_precision), config, seed,
-                sigma_noise=float(problem.sigma_noise),
-            ))
-    d = run.joint.dim
+            runs.append(train_ivon(module, likelihood, inputs, targets, prior_precision, config, seed,
+                                   sigma_noise=sigma_noise))
 
     def flat(values: np.ndarray) -> np.ndarray:
         out = np.empty(d)
@@ -353,15 +409,18 @@ def fit_ivon(run: ModelRun) -> Fit:
     sd = sds.mean(0)
     h = np.mean([flat(r.h) for r in runs], axis=0)
     first = runs[0]
+    if likelihood == JOINT:
+        config = IVONConfig(**(asdict(config) | {"batch_size": batch}))
     info = {
         "wall_seconds": sum(r.wall_seconds for r in runs),
         "steps": config.steps,
         "seeds": len(runs),
+        "objective": objective,
         "config": asdict(config) | {"beta2": config.beta2},
         "ess": len(inputs),
-        "weight_decay": float(problem.prior_precision) / len(inputs),
-        "prior_precision": float(problem.prior_precision),
-        "likelihood": problem.likelihood,
+        "weight_decay": prior_precision / len(inputs),
+        "prior_precision": prior_precision if likelihood != JOINT else None,
+        "likelihood": likelihood,
         "data_subsampling": "full batch" if config.batch_size is None else f"mini-batches of {config.batch_size}",
         "fit_dtype": scale_plan(run)["dtype"],
         "init": start_from,
@@ -388,3 +447,25 @@ def fit_ivon(run: ModelRun) -> Fit:
         trajectory={"step": first.record_steps, "loss": first.loss},
         info=info,
     )
+
+
+def flat_joint_for_ivon(run: ModelRun, dtype: torch.dtype):
+    """The log joint IVON trains where the model has no network, and its number of rows ``N``.
+
+    On mini-batches of rows when the mean-field fit uses them (``scale_plan``): a
+    ``FlatJoint`` of the model with ``subsample_size``, whose plate draws fresh rows at every
+    evaluation. ``N`` is the rows of the data (the longest leading dimension of its tensors;
+    1 for a model without any), the effective sample size ``lambda``: the loss is divided by
+    it and ``N h`` multiplied back, so only the product matters.
+    """
+    import functools
+
+    from study.core.joint import FlatJoint
+    from study.methods.svi import scale_plan
+
+    sizes = [v.shape[0] for v in run.data.values() if torch.is_tensor(v) and v.dim() > 0]
+    rows = max(sizes) if sizes else 1
+    data = {k: v.to(dtype) if torch.is_tensor(v) and torch.is_floating_point(v) else v for k, v in run.data.items()}
+    subsample = scale_plan(run)["subsample_size"]
+    model = run.spec.model if subsample is None else functools.partial(run.spec.model, subsample_size=subsample)
+    return FlatJoint(model, data, run.init_loc_fn, memory_budget=run.joint.memory_budget), rows

@@ -140,6 +140,8 @@ class SVIRun:
     sigma_changes: np.ndarray | None = None  # (d,): signed per-parameter change behind sigma_drift
     sigma_drift_beyond_noise: float = float("nan")  # ``drift_beyond_noise`` of those changes
     averaged_steps: int = 0  # iterates in the averaging window
+    sigma_change_se: np.ndarray | None = None  # (d,): Monte Carlo SE of sigma_changes (0 where unknown)
+    sigma_change_dof: int | None = None  # degrees of freedom behind sigma_change_se
 
 
 @dataclass
@@ -193,12 +195,15 @@ def drift_standard_error(first_parts: torch.Tensor, second_parts: torch.Tensor) 
     return torch.sqrt(v2 / m1**2 + v1 * m2**2 / m1**4)
 
 
-def drift_beyond_noise(changes: torch.Tensor, se: torch.Tensor, dof: int | None = None) -> float:
+def drift_beyond_noise(changes: torch.Tensor, se: torch.Tensor, dof: int | None = None,
+                       family: int | None = None) -> float:
     """The largest ``|changes_i|`` among the coordinates whose change exceeds its noise bound
-    ``drift_noise_limit(d, dof) * se_i`` (0 when none does): sigma's drift that Monte Carlo
-    noise does not explain. With no SE known (``se_i = 0``), every change counts."""
+    ``drift_noise_limit(family, dof) * se_i`` (0 when none does): sigma's drift that Monte Carlo
+    noise does not explain. With no SE known (``se_i = 0``), every change counts. ``family``
+    (default ``d``) is how many changes are tested together: ``K d`` for ``K`` seeds."""
     changes = torch.as_tensor(changes).abs()
-    beyond = changes >= drift_noise_limit(changes.numel(), dof) * torch.as_tensor(se)
+    family = changes.numel() if family is None else max(family, changes.numel())
+    beyond = changes >= drift_noise_limit(family, dof) * torch.as_tensor(se)
     return float(changes[beyond].max()) if bool(beyond.any()) else 0.0
 
 
@@ -670,6 +675,8 @@ def optimise(
         sigma_changes=changes.numpy(),
         sigma_drift_beyond_noise=drift_beyond_noise(changes, trace.drift_se, trace.drift_dof),
         averaged_steps=trace.averaged_steps,
+        sigma_change_se=trace.drift_se.numpy(),
+        sigma_change_dof=trace.drift_dof,
     )
 
 
@@ -798,11 +805,9 @@ def fit_svi_meanfield(run: ModelRun) -> Fit:
 
     ``svi_seeds`` independent runs; ``mean``/``sd`` are their averages, ``info`` holds the
     per-seed values, the standard error of ``sd`` and the fixed-point residual
-    ``sigma_i^2 E_q[H_ii] - 1`` (``study.checks.fixed_point``) at the averaged ``q``.
+    ``sigma_i^2 E_q[H_ii] - 1`` (``study.checks.fixed_point``), checked per seed at that
+    seed's own ``q`` and pooled (``seed_fixed_points``).
     """
-    from study.checks.fixed_point import (
-        diagnose, expected_curvature, fixed_point_residual, price_residual, residual_by_site,
-    )
     from study.core.errors import one_line
 
     s = run.settings
@@ -816,6 +821,10 @@ def fit_svi_meanfield(run: ModelRun) -> Fit:
     # Signed relative change of sigma between the halves of the averaging window, seed-averaged.
     changes = np.mean(np.stack([r.sigma_changes for r in results]), axis=0)
     elbo, elbo_se = elbo_estimate(run, mean, sd, run.seed("svi_meanfield/elbo"))
+    # Each seed's drift beyond its noise, the seeds' changes tested as one family of K d.
+    drifts = [drift_beyond_noise(r.sigma_changes, r.sigma_change_se, r.sigma_change_dof, family=K * len(sd))
+              for r in results]
+    spread = float(np.max(means.std(0, ddof=1) / sd)) if K > 1 else None
     info = {
         "wall_seconds": sum(r.wall_seconds for r in results),
         "steps": result.steps,
@@ -825,7 +834,8 @@ def fit_svi_meanfield(run: ModelRun) -> Fit:
         "final_elbo": elbo,
         "final_elbo_se": elbo_se,
         "sigma_drift": max(r.sigma_drift for r in results),
-        "sigma_drift_beyond_noise": max(r.sigma_drift_beyond_noise for r in results),
+        "sigma_drift_beyond_noise": max(drifts),
+        "sigma_drift_beyond_noise_per_seed": drifts,
         "sigma_change_per_parameter": changes.tolist(),
         "init": result.init_from,
         "sigma_start": result.sigma_from,
@@ -838,9 +848,11 @@ def fit_svi_meanfield(run: ModelRun) -> Fit:
         "sd_se": None if errors["se"] is None else errors["se"].tolist(),
         "sd_rel_se": errors["rel_se"],
         "sd_se_per_parameter": None if errors["se_per_parameter"] is None else errors["se_per_parameter"].tolist(),
-        # Seeds that settle in different optima (a multimodal posterior) make the averages
-        # meaningless; this is the largest seed-to-seed sd of a mean in units of its sigma.
-        "mean_spread_over_sigma": float(np.max(means.std(0, ddof=1) / sd)) if K > 1 else None,
+        # Seeds that settle in different places (a network's hidden units swapped or turned
+        # off, a multimodal posterior) make the averaged mean no seed's fit; this is the largest
+        # seed-to-seed sd of a mean in units of its sigma (``SEEDS_APART``).
+        "mean_spread_over_sigma": spread,
+        "seeds_apart": spread is not None and spread > SEEDS_APART,
     }
     plan = scale_plan(run)
     info["scale_plan"] = plan
@@ -851,19 +863,7 @@ def fit_svi_meanfield(run: ModelRun) -> Fit:
     info["fit_dtype"] = plan["dtype"]
     start = time.perf_counter()
     try:
-        if plan["fixed_point"] == "price":
-            residual = price_residual(
-                run.joint, mean, sd, LARGE_RESIDUAL_PAIRS, run.seed("svi_meanfield/curvature"),
-                sd_rel_se=errors["rel_se"],
-            )
-        else:
-            curvature = expected_curvature(run.joint, mean, sd, s.curvature_draws, run.seed("svi_meanfield/curvature"))
-            run.cache["meanfield_curvature"] = curvature  # svi_meanfield_lr reuses the same draws
-            residual = fixed_point_residual(curvature, errors["rel_se"])
-        residual["diagnosis"] = diagnose(residual, changes, run.joint.param_names,
-                                         minibatch=plan["subsample_size"] is not None)
-        residual["by_site"] = residual_by_site(run.joint, residual)
-        info["fixed_point"] = residual
+        info["fixed_point"], info["fixed_point_per_seed"] = seed_fixed_points(run, results, errors["rel_se"], plan)
     except Exception as error:  # the fit stands; the check reports why it could not run
         info["fixed_point"] = {"error": one_line(error)}
     info["fixed_point_seconds"] = time.perf_counter() - start
@@ -875,6 +875,66 @@ def fit_svi_meanfield(run: ModelRun) -> Fit:
         trajectory=_trajectory(result),
         info=info,
     )
+
+
+# Seeds whose means differ by more than this many sigma (the largest seed-to-seed sd of a
+# mean over its sigma) have settled in different places: the report says so.
+SEEDS_APART = 1.0
+
+
+def seed_fixed_points(run: ModelRun, results: list[SVIRun], sd_rel_se: float | None, plan: dict
+                      ) -> tuple[dict, list[dict]]:
+    """The fixed-point residual of each seed at its own ``q``, and their pool.
+
+    Seed ``k``'s residual ``r_ik = sigma_ik^2 E_{q_k}[H_ii] - 1`` is estimated at
+    ``q_k = N(mu_k, diag sigma_k^2)`` (``study.checks.fixed_point``): the exact Hessian diagonal
+    at ``curvature_draws / K`` draws per seed (so the check costs what one check at the
+    averaged ``q`` did), or, in the large regime, the gradient-only estimator at
+    ``LARGE_RESIDUAL_PAIRS`` pairs per seed. Each seed's SE adds its own sigma's error, the
+    seed-to-seed relative sd ``sd_rel_se sqrt(K)``; its verdict is tested against a bound
+    for ``K d`` residuals. The pool (``pool_seed_residuals``) averages the residuals, never
+    the means: it is what the fit reports as ``info["fixed_point"]``.
+
+    Returns
+    -------
+    tuple
+        The pooled residual with its ``diagnosis`` and ``by_site``, and per seed a dict of
+        ``verdict``, ``max_abs_z``, ``off`` (how many parameters beyond the bound),
+        ``z_limit``, ``text`` and ``by_site``.
+    """
+    from study.checks.fixed_point import (
+        FIXED_POINT_ALL_COORDINATES, FIXED_POINT_SUBSET_DRAWS, diagnose, expected_curvature,
+        fixed_point_residual, pool_seed_residuals, price_residual, residual_by_site, with_sigma_error,
+    )
+
+    s = run.settings
+    K = len(results)
+    d = run.joint.dim
+    names = run.joint.param_names
+    minibatch = plan["subsample_size"] is not None
+    total = s.curvature_draws if d <= FIXED_POINT_ALL_COORDINATES else min(s.curvature_draws, FIXED_POINT_SUBSET_DRAWS)
+    residuals = []
+    for k, r in enumerate(results):
+        seed = run.seed("svi_meanfield/curvature" if k == 0 else f"svi_meanfield/curvature/seed{k}")
+        if plan["fixed_point"] == "price":
+            residuals.append(price_residual(run.joint, r.mean, r.sd, LARGE_RESIDUAL_PAIRS, seed))
+        else:
+            curvature = expected_curvature(run.joint, r.mean, r.sd, math.ceil(total / K), seed)
+            residuals.append(fixed_point_residual(curvature, None))
+    per_seed = []
+    seed_rel = None if sd_rel_se is None else sd_rel_se * math.sqrt(K)
+    for r, residual in zip(results, residuals):
+        own = with_sigma_error(residual, seed_rel)
+        verdict = diagnose(own, r.sigma_changes, names, minibatch=minibatch, family=K * d)
+        per_seed.append({
+            "verdict": verdict["verdict"], "max_abs_z": verdict["max_abs_z"], "off": len(verdict["off"]),
+            "z_limit": verdict["z_limit"], "text": verdict["text"], "by_site": residual_by_site(run.joint, own),
+        })
+    pooled = pool_seed_residuals(residuals, sd_rel_se)
+    changes = np.mean(np.stack([r.sigma_changes for r in results]), axis=0)
+    pooled["diagnosis"] = diagnose(pooled, changes, names, minibatch=minibatch)
+    pooled["by_site"] = residual_by_site(run.joint, pooled)
+    return pooled, per_seed
 
 
 def fit_expected_loss(run: ModelRun) -> Fit:

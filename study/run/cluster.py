@@ -46,7 +46,7 @@ from study.core.errors import one_line
 from study.core.results import FAILED, OK, SKIPPED, Fit, ModelResult, StudyResult
 from study.core.settings import Settings
 from study.methods import METHODS
-from study.run.runner import _flagged, resolve, run_model, versions
+from study.run.runner import mark_flagged, resolve, run_model, versions
 
 # method -> the method whose fit (and shared draws) it reuses; they run in one task. The
 # curvature references are taken at the mean-field mean when svi_meanfield runs, at the MAP
@@ -268,7 +268,7 @@ def _cached_fits(cached, group: list[str]) -> dict[str, Fit] | None:
             if fit is None:
                 return None
             fit.info["cache"] = "reused"
-        fits[method] = run.fits[method] = _flagged(fit)
+        fits[method] = run.fits[method] = mark_flagged(fit)
     return fits
 
 

@@ -178,10 +178,18 @@ def flags(fit: Fit) -> list[str]:
             f"{len(fit.param_names) or len(names)} parameters (largest |z| {diagnosis.get('max_abs_z', float('nan')):.3g}, "
             f"verdict: {diagnosis.get('verdict', '?')}): σ is not at the mean-field fixed point"
         )
+    for k, seed in enumerate(info.get("fixed_point_per_seed") or []):
+        if seed.get("off"):
+            out.append(
+                f"seed {k}: fixed-point residual beyond {seed.get('z_limit', 3.0):.2g} SE for {seed['off']} parameters "
+                f"(largest |z| {seed.get('max_abs_z', float('nan')):.3g}, verdict: {seed.get('verdict', '?')}): "
+                "this seed's σ is not at its own fixed point"
+            )
     return out
 
 
-def _flagged(fit: Fit) -> Fit:
+def mark_flagged(fit: Fit) -> Fit:
+    """``fit``, its status ``flagged`` with the reasons when ``flags`` finds any (an ok fit only)."""
     reasons = flags(fit) if fit.status == OK else []
     if reasons:
         fit.status, fit.reason = FLAGGED, "; ".join(reasons)
@@ -298,7 +306,7 @@ def run_model(
                 _store(cache, spec, name, fit)
         else:
             fit.info["cache"] = "reused"
-        run.fits[name] = _flagged(fit)
+        run.fits[name] = mark_flagged(fit)
     result.fits = dict(run.fits)
     result.wall_seconds = time.perf_counter() - start
     return result

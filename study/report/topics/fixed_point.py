@@ -112,7 +112,8 @@ def fixed_point_answer(study, answer: dict) -> list:
     table = Table(
         columns=["model", "seeds", "relative SE of σ", "max |rᵢ|", "max |rᵢ|/SEᵢ", "beyond 3 SE", "verdict"],
         rows=rows,
-        caption="SE of r: the Hessian draws and the seed-to-seed error of σ, by the delta method.",
+        caption="rᵢ: the mean over seeds of each seed's residual at its own q. SE of r: the Hessian draws and "
+                "the seed-to-seed error of σ, by the delta method.",
     )
     return [Heading(3, "Is σ at the mean-field fixed point?", anchor="fixed-point"), Paragraph(text), table]
 
@@ -129,6 +130,14 @@ def fixed_point_blocks(model: ModelResult, fig_dir: Path) -> list:
     seeds = (f"σ is the mean of {i['seeds']} seeds (relative SE {fmt(i['sd_rel_se'])}, pooled over parameters; "
              f"largest seed-to-seed spread of a mean: {fmt(i['mean_spread_over_sigma'])} σ)" if i.get("seeds", 1) > 1
              else "one seed: the SE covers the Hessian draws only")
+    per_seed = i.get("fixed_point_per_seed") or []
+    if per_seed:
+        seeds += (f"; each seed is checked at its own q and rᵢ is the mean of the seeds' residuals "
+                  f"(verdicts per seed: {', '.join(p['verdict'] for p in per_seed)})")
+    if i.get("seeds_apart"):
+        seeds += (f". The seeds settled in different places (their means differ by up to "
+                  f"{fmt(i['mean_spread_over_sigma'])} σ): the averaged mean is no seed's fit, so only σ, the "
+                  "residuals and other per-seed ratios are pooled")
     blocks.append(Paragraph(
         f"{fixed['draws']} antithetic draws from q; {seeds}. Diagnosis: {fixed['diagnosis']['text']}"
     ))
