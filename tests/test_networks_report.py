@@ -77,3 +77,28 @@ def test_cost_figure_fits_time_and_memory_slopes(tmp_path):
     np.testing.assert_allclose(slopes["peak_rss_above_base_bytes"]["svi_meanfield"], 1.0)
     np.testing.assert_allclose(slopes["peak_rss_above_base_bytes"]["ivon"], 2.0)
     assert "laplace_diag" not in slopes["peak_rss_above_base_bytes"]
+
+
+def test_fixed_point_map_and_ivon_columns_come_from_their_own_sources(tmp_path):
+    # The synthetic fit gets a fixed-point check: the gradient-only kind in "large" (mean residual per
+    # layer), and E_q[H] = 2 H so that IVON's precision over it is half its precision over H.
+    from study.report.topics.networks import networks_sentence
+
+    study = _study(tmp_path)
+    for model in study.models:
+        fit = model.fits["svi_meanfield"]
+        hessian = model.fits["laplace_diag"].sd ** -2.0
+        fit.info["fixed_point"] = {
+            "expected_hessian": (2.0 * hessian).tolist(),
+            "by_site": {"W1": {"n": 1, "median_r": 0.5, "median_r_se": 0.1, "mean_r": 0.02, "mean_r_se": 0.01},
+                        "W2": {"n": 1, "median_r": -0.3, "median_r_se": 0.1}},
+        }
+        del model.fits["laplace_torch_diag"]  # no GGN: the sentence says so with a dash
+    layers = networks_summary(study)["models"][1]["layers"]
+    assert layers[0]["fixed_point"][:2] == (0.02, 0.01) and layers[0]["fixed_point"][3] == "mean"
+    assert layers[1]["fixed_point"][:2] == (-0.3, 0.1) and layers[1]["fixed_point"][3] == "median"
+    # With no hessian_diag fit, "H" is the MAP's (laplace_diag) and the MAP column is not repeated.
+    assert layers[0]["hessian_source"] == "laplace_diag" and "svi_meanfield/H_map" not in layers[0]
+    np.testing.assert_allclose(layers[1]["ivon/EqH"][0], 0.5 * 3.0 * 1.1**-2)
+    sentence = networks_sentence(networks_summary(study))
+    assert "4 layers of 2 networks" in sentence and "against the GGN" in sentence and "–" in sentence

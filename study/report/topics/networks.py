@@ -49,25 +49,67 @@ def layer_slices(model: ModelResult) -> list[tuple[str, slice]]:
 
 
 def layer_table(model: ModelResult) -> list[dict]:
-    """Per layer: the median precision ratios of each sigma source against H and GGN, with SEs."""
+    """Per layer: the median precision ratios of each sigma source against H and GGN, with SEs;
+    the mean-field fixed-point residual; sigma^-2 against H at the MAP (``laplace_diag``); and
+    IVON's precision against ``E_q[H_ii]`` under the mean-field q (its fixed-point check's)."""
     hessian, h_source = precision_of(model, HESSIAN_SOURCES)
     ggn, g_source = precision_of(model, GGN_SOURCES)
+    at_map, _ = precision_of(model, ("laplace_diag",))
+    if h_source == "laplace_diag":
+        at_map = None  # the "H" column is already the MAP's
+    svi = _fit_ok(model, "svi_meanfield")
+    fixed = (svi.info.get("fixed_point") or {}) if svi is not None else {}
+    expected = np.asarray(fixed["expected_hessian"], dtype=float) if fixed.get("expected_hessian") else None
     rows = []
     for name, part in layer_slices(model):
         row = {"layer": name, "n": part.stop - part.start, "hessian_source": h_source, "ggn_source": g_source}
+        site = (fixed.get("by_site") or {}).get(name)
+        if site is not None:
+            # The gradient-only check's per-weight residuals are skewed: its layer summary is their mean
+            # with a per-pair SE (study.checks.fixed_point.residual_by_site); the exact check's, the median.
+            key = "mean_r" if "mean_r" in site else "median_r"
+            row["fixed_point"] = (site[key], site[key + "_se"], site["n"], key.split("_")[0])
         for method in SIGMA_SOURCES:
             fit = _fit_ok(model, method)
             if fit is None:
                 continue
             precision = np.asarray(fit.sd, dtype=float)[part] ** -2.0
-            for label, curvature in (("H", hessian), ("GGN", ggn)):
-                if curvature is None:
+            for label, curvature in (("H", hessian), ("GGN", ggn), ("H_map", at_map), ("EqH", expected)):
+                if curvature is None or (label == "H_map" and method != "svi_meanfield") or (
+                        label == "EqH" and method != "ivon"):
                     continue
-                ratio = precision / curvature[part]
-                ratio = ratio[np.isfinite(ratio)]
-                row[f"{method}/{label}"] = median_with_se(ratio) + (len(ratio),)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    ratio = precision / curvature[part]
+                ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
+                if len(ratio):
+                    row[f"{method}/{label}"] = median_with_se(ratio) + (len(ratio),)
         rows.append(row)
     return rows
+
+
+def _span(values: list[float]) -> str:
+    values = sorted(v for v in values if v is not None and np.isfinite(v))
+    if not values:
+        return "–"
+    return fmt(values[0]) if len(values) == 1 or fmt(values[0]) == fmt(values[-1]) else f"{fmt(values[0])} to {fmt(values[-1])}"
+
+
+def networks_sentence(summary: dict) -> str:
+    """One sentence: the networks' per-layer ratios, as ranges over every layer of every rung."""
+    models = summary["models"]
+    rows = [row for m in models for row in m["layers"]]
+    if not rows:
+        return ""
+    ds = [m["d"] for m in models]
+
+    def span(key: str) -> str:
+        return _span([row[key][0] for row in rows if row.get(key) is not None])
+
+    return (f"Over the {len(rows)} layers of {len(models)} network{'s' if len(models) > 1 else ''} "
+            f"(d = {min(ds):,}{'' if len(ds) == 1 else f' to {max(ds):,}'}), the mean-field fixed-point residual "
+            f"σᵢ²E_q[Hᵢᵢ] − 1 is {span('fixed_point')}, while σᵢ⁻²/Hᵢᵢ is {span('svi_meanfield/H')} at the guide's mean, "
+            f"{span('svi_meanfield/H_map')} at the MAP and {span('svi_meanfield/GGN')} against the GGN; IVON's "
+            f"N(h+δ)/E_q[Hᵢᵢ] is {span('ivon/EqH')}.")
 
 
 def tracks(entry) -> bool | None:
@@ -230,18 +272,26 @@ def networks_answer(study, answer: dict, fig_dir: Path) -> list:
     for entry in summary["models"]:
         for row in entry["layers"]:
             cells = [entry["model"], f"{entry['d']:,}", row["layer"], str(row["n"])]
-            for key in ("svi_meanfield/H", "svi_meanfield/GGN", "ivon/H", "ivon/GGN"):
+            fp = row.get("fixed_point")
+            cells.append("–" if fp is None else f"{fmt(fp[0])} ± {fmt(fp[1], 2)} ({fp[3]})")
+            for key in ("svi_meanfield/H", "svi_meanfield/H_map", "svi_meanfield/GGN", "ivon/EqH", "ivon/H"):
                 value = row.get(key)
                 cells.append("–" if value is None else f"{fmt(value[0])} ± {fmt(value[1], 2)}")
             rows.append(cells)
+    blocks.append(Paragraph(networks_sentence(summary)))
     blocks.append(Table(
-        columns=["model", "d", "layer", "weights", "σ⁻²/Hᵢᵢ", "σ⁻²/GGNᵢᵢ", "IVON N(h+δ)/Hᵢᵢ", "IVON N(h+δ)/GGNᵢᵢ"],
+        columns=["model", "d", "layer", "weights", "σᵢ²E_q[Hᵢᵢ] − 1", "σ⁻²/Hᵢᵢ (mean)", "σ⁻²/Hᵢᵢ (MAP)",
+                 "σ⁻²/GGNᵢᵢ", "IVON N(h+δ)/E_q[Hᵢᵢ]", "IVON N(h+δ)/Hᵢᵢ"],
         rows=rows,
-        caption=("Per layer, the median over weights of the precision ratio ± its SE (1.2533 × sd of the log "
-                 "ratio / √n, on the median's scale). Hᵢᵢ: exact Hessian diagonal of −log p at the "
-                 "mean-field mean (`hessian_diag`; at the MAP where only `laplace_diag` ran; a random subset of "
-                 "coordinates above 20,000 weights); GGN: laplace-torch's "
-                 "generalised Gauss-Newton diagonal plus the prior precision."),
+        caption=("Per layer. σᵢ²E_q[Hᵢᵢ] − 1: the mean-field fixed-point residual, 0 at the fixed point; the mean "
+                 "over the layer's weights with the SE of its per-pair means (gradient-only check, above 5,000 "
+                 "weights), else the median of the measured weights; each seed checked at its own q. The other "
+                 "columns: the median over weights of the precision ratio ± its SE (1.2533 × sd of the log ratio / "
+                 "√n, on the median's scale). Hᵢᵢ: exact Hessian diagonal of −log p at the mean-field mean "
+                 "(`hessian_diag`; a random subset of coordinates above 20,000 weights) or at the MAP "
+                 "(`laplace_diag`, up to 5,000 weights); GGN: laplace-torch's generalised Gauss-Newton diagonal plus "
+                 "the prior precision; E_q[Hᵢᵢ]: under the mean-field q, from its fixed-point check (measured "
+                 "coordinates only, its Monte Carlo noise in the ratio)."),
     ))
     moved = []
     for model in study.models:
