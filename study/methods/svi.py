@@ -891,9 +891,10 @@ def seed_fixed_points(run: ModelRun, results: list[SVIRun], sd_rel_se: float | N
     at ``curvature_draws / K`` draws per seed (so the check costs what one check at the
     averaged ``q`` did), or, in the large regime, the gradient-only estimator at
     ``LARGE_RESIDUAL_PAIRS`` pairs per seed. Each seed's SE adds its own sigma's error, the
-    seed-to-seed relative sd ``sd_rel_se sqrt(K)``; its verdict is tested against a bound
-    for ``K d`` residuals. The pool (``pool_seed_residuals``) averages the residuals, never
-    the means: it is what the fit reports as ``info["fixed_point"]``.
+    seed-to-seed relative sd ``sd_rel_se sqrt(K)``. The pool (``pool_seed_residuals``) averages
+    the residuals, never the means: it is what the fit reports as ``info["fixed_point"]``. The
+    pool's ``d`` residuals and the seeds' ``K d`` are one family of tests (``z_limit`` over
+    ``(K + 1) d``), so that a fit at its fixed point is flagged in 1% of runs, as one check was.
 
     Returns
     -------
@@ -922,17 +923,18 @@ def seed_fixed_points(run: ModelRun, results: list[SVIRun], sd_rel_se: float | N
             curvature = expected_curvature(run.joint, r.mean, r.sd, math.ceil(total / K), seed)
             residuals.append(fixed_point_residual(curvature, None))
     per_seed = []
+    family = d if K == 1 else (K + 1) * d
     seed_rel = None if sd_rel_se is None else sd_rel_se * math.sqrt(K)
     for r, residual in zip(results, residuals):
         own = with_sigma_error(residual, seed_rel)
-        verdict = diagnose(own, r.sigma_changes, names, minibatch=minibatch, family=K * d)
+        verdict = diagnose(own, r.sigma_changes, names, minibatch=minibatch, family=family)
         per_seed.append({
             "verdict": verdict["verdict"], "max_abs_z": verdict["max_abs_z"], "off": len(verdict["off"]),
             "z_limit": verdict["z_limit"], "text": verdict["text"], "by_site": residual_by_site(run.joint, own),
         })
     pooled = pool_seed_residuals(residuals, sd_rel_se)
     changes = np.mean(np.stack([r.sigma_changes for r in results]), axis=0)
-    pooled["diagnosis"] = diagnose(pooled, changes, names, minibatch=minibatch)
+    pooled["diagnosis"] = diagnose(pooled, changes, names, minibatch=minibatch, family=family)
     pooled["by_site"] = residual_by_site(run.joint, pooled)
     return pooled, per_seed
 
