@@ -94,6 +94,13 @@ def _span(values: list[float]) -> str:
     return fmt(values[0]) if len(values) == 1 or fmt(values[0]) == fmt(values[-1]) else f"{fmt(values[0])} to {fmt(values[-1])}"
 
 
+def _with_se(value: float, se: float | None) -> str:
+    """``value ± se``; the value alone where there is no SE (a one-weight layer)."""
+    if se is None or not np.isfinite(se):
+        return fmt(value)
+    return f"{fmt(value)} ± {fmt(se, 2)}"
+
+
 def networks_sentence(summary: dict) -> str:
     """One sentence: the networks' per-layer ratios, as ranges over every layer of every rung."""
     models = summary["models"]
@@ -273,10 +280,10 @@ def networks_answer(study, answer: dict, fig_dir: Path) -> list:
         for row in entry["layers"]:
             cells = [entry["model"], f"{entry['d']:,}", row["layer"], str(row["n"])]
             fp = row.get("fixed_point")
-            cells.append("–" if fp is None else f"{fmt(fp[0])} ± {fmt(fp[1], 2)} ({fp[3]})")
+            cells.append("–" if fp is None else f"{_with_se(fp[0], fp[1])} ({fp[3]})")
             for key in ("svi_meanfield/H", "svi_meanfield/H_map", "svi_meanfield/GGN", "ivon/EqH", "ivon/H"):
                 value = row.get(key)
-                cells.append("–" if value is None else f"{fmt(value[0])} ± {fmt(value[1], 2)}")
+                cells.append("–" if value is None else _with_se(value[0], value[1]))
             rows.append(cells)
     blocks.append(Paragraph(networks_sentence(summary)))
     blocks.append(Table(
