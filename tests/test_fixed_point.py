@@ -218,7 +218,7 @@ def test_seeds_in_different_modes_are_each_checked_at_their_own_q():
                       sigma_drift=0.0, wall_seconds=0.0, init_from="", jit=False, sigma_changes=np.zeros(1))
 
     plan = {"fixed_point": "hessian", "subsample_size": None}
-    pooled, per_seed = seed_fixed_points(run, [seed_run(mu), seed_run(-mu)], 1e-4, plan)
+    pooled, per_seed = seed_fixed_points(run, [seed_run(mu), seed_run(-mu)], 1e-4, plan, np.zeros(1))
     assert [p["verdict"] for p in per_seed] == ["fixed point", "fixed point"]
     assert pooled["diagnosis"]["verdict"] == "fixed point"
     # The Monte Carlo error of E_q[U''] over 2 x 2048 antithetic draws, a Šidák-free single test (k = 4).

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -373,6 +373,7 @@ def fit_ivon(run: ModelRun) -> Fit:
         targets = problem.targets if problem.likelihood == "classification" else problem.targets.to(dtype)
         likelihood, prior_precision, sigma_noise = problem.likelihood, float(problem.prior_precision), float(problem.sigma_noise)
         objective = "the model's laplace_torch network"
+        train_config = config
 
         def make_module():
             module = run.spec.laplace_torch(run.data).module.to(dtype)
@@ -384,8 +385,7 @@ def fit_ivon(run: ModelRun) -> Fit:
         inputs, targets = torch.zeros(rows, 0, dtype=dtype), torch.zeros(rows, dtype=dtype)
         likelihood, prior_precision, sigma_noise = JOINT, 0.0, 1.0
         # The model subsamples its own rows (its plate), so IVON takes the whole (empty) batch.
-        batch = config.batch_size
-        config = IVONConfig(**(asdict(config) | {"batch_size": None}))
+        train_config = replace(config, batch_size=None)
         objective = "the model's flat log joint (no laplace_torch network)"
 
         def make_module():
@@ -395,7 +395,7 @@ def fit_ivon(run: ModelRun) -> Fit:
         module = make_module()
         seed = run.seed("ivon") if k == 0 else run.seed(f"ivon/seed{k}")
         with precision(dtype):
-            runs.append(train_ivon(module, likelihood, inputs, targets, prior_precision, config, seed,
+            runs.append(train_ivon(module, likelihood, inputs, targets, prior_precision, train_config, seed,
                                    sigma_noise=sigma_noise))
 
     def flat(values: np.ndarray) -> np.ndarray:
@@ -409,8 +409,6 @@ def fit_ivon(run: ModelRun) -> Fit:
     sd = sds.mean(0)
     h = np.mean([flat(r.h) for r in runs], axis=0)
     first = runs[0]
-    if likelihood == JOINT:
-        config = IVONConfig(**(asdict(config) | {"batch_size": batch}))
     info = {
         "wall_seconds": sum(r.wall_seconds for r in runs),
         "steps": config.steps,
@@ -461,10 +459,9 @@ def flat_joint_for_ivon(run: ModelRun, dtype: torch.dtype):
     import functools
 
     from study.core.joint import FlatJoint
-    from study.methods.svi import scale_plan
+    from study.methods.svi import data_rows, scale_plan
 
-    sizes = [v.shape[0] for v in run.data.values() if torch.is_tensor(v) and v.dim() > 0]
-    rows = max(sizes) if sizes else 1
+    rows = data_rows(run) or 1
     data = {k: v.to(dtype) if torch.is_tensor(v) and torch.is_floating_point(v) else v for k, v in run.data.items()}
     subsample = scale_plan(run)["subsample_size"]
     model = run.spec.model if subsample is None else functools.partial(run.spec.model, subsample_size=subsample)

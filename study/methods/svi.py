@@ -138,7 +138,6 @@ class SVIRun:
     jit: bool
     sigma_from: str = ""  # where sigma started (``sigma_start``)
     sigma_changes: np.ndarray | None = None  # (d,): signed per-parameter change behind sigma_drift
-    sigma_drift_beyond_noise: float = float("nan")  # ``drift_beyond_noise`` of those changes
     averaged_steps: int = 0  # iterates in the averaging window
     sigma_change_se: np.ndarray | None = None  # (d,): Monte Carlo SE of sigma_changes (0 where unknown)
     sigma_change_dof: int | None = None  # degrees of freedom behind sigma_change_se
@@ -505,6 +504,12 @@ def _accepts_subsample(model) -> bool:
         return False
 
 
+def data_rows(run: ModelRun) -> int | None:
+    """Rows of the model's data: the longest leading dimension of its tensors (None without any)."""
+    sizes = [v.shape[0] for v in run.data.values() if hasattr(v, "shape") and v.dim() > 0]
+    return max(sizes) if sizes else None
+
+
 def scale_plan(run: ModelRun) -> dict:
     """How a mean-field fit of this model runs: particles, data subsampling, check costs.
 
@@ -534,8 +539,7 @@ def scale_plan(run: ModelRun) -> dict:
         return {"regime": "small", "particles": particles(run), "subsample_size": None,
                 "elbo_draws": s.elbo_draws, "fixed_point": "hessian", "dtype": "float64", "lr_hold_fraction": 0.0}
     if _accepts_subsample(run.spec.model):
-        sizes = [v.shape[0] for v in run.data.values() if hasattr(v, "shape") and v.dim() > 0]
-        n = max(sizes) if sizes else None
+        n = data_rows(run)
     subsample = LARGE_SUBSAMPLE if n is not None and n > LARGE_SUBSAMPLE else None
     return {"regime": "large", "particles": min(particles(run), LARGE_PARTICLES), "subsample_size": subsample,
             "elbo_draws": min(s.elbo_draws, LARGE_ELBO_DRAWS), "fixed_point": "price",
@@ -673,7 +677,6 @@ def optimise(
         sigma_from=sigma_from,
         jit=bool(loss.use_jit),
         sigma_changes=changes.numpy(),
-        sigma_drift_beyond_noise=drift_beyond_noise(changes, trace.drift_se, trace.drift_dof),
         averaged_steps=trace.averaged_steps,
         sigma_change_se=trace.drift_se.numpy(),
         sigma_change_dof=trace.drift_dof,
@@ -863,7 +866,8 @@ def fit_svi_meanfield(run: ModelRun) -> Fit:
     info["fit_dtype"] = plan["dtype"]
     start = time.perf_counter()
     try:
-        info["fixed_point"], info["fixed_point_per_seed"] = seed_fixed_points(run, results, errors["rel_se"], plan)
+        info["fixed_point"], info["fixed_point_per_seed"] = seed_fixed_points(run, results, errors["rel_se"], plan,
+                                                                              changes)
     except Exception as error:  # the fit stands; the check reports why it could not run
         info["fixed_point"] = {"error": one_line(error)}
     info["fixed_point_seconds"] = time.perf_counter() - start
@@ -882,15 +886,16 @@ def fit_svi_meanfield(run: ModelRun) -> Fit:
 SEEDS_APART = 1.0
 
 
-def seed_fixed_points(run: ModelRun, results: list[SVIRun], sd_rel_se: float | None, plan: dict
-                      ) -> tuple[dict, list[dict]]:
+def seed_fixed_points(run: ModelRun, results: list[SVIRun], sd_rel_se: float | None, plan: dict,
+                      changes: np.ndarray) -> tuple[dict, list[dict]]:
     """The fixed-point residual of each seed at its own ``q``, and their pool.
 
     Seed ``k``'s residual ``r_ik = sigma_ik^2 E_{q_k}[H_ii] - 1`` is estimated at
     ``q_k = N(mu_k, diag sigma_k^2)`` (``study.checks.fixed_point``): the exact Hessian diagonal
     at ``curvature_draws / K`` draws per seed (so the check costs what one check at the
     averaged ``q`` did), or, in the large regime, the gradient-only estimator at
-    ``LARGE_RESIDUAL_PAIRS`` pairs per seed. Each seed's SE adds its own sigma's error, the
+    ``LARGE_RESIDUAL_PAIRS`` pairs per seed. ``changes``: sigma's seed-averaged change over the
+    averaging window, for the pooled diagnosis. Each seed's SE adds its own sigma's error, the
     seed-to-seed relative sd ``sd_rel_se sqrt(K)``. The pool (``pool_seed_residuals``) averages
     the residuals, never the means: it is what the fit reports as ``info["fixed_point"]``. The
     pool's ``d`` residuals and the seeds' ``K d`` are one family of tests (``z_limit`` over
@@ -933,7 +938,6 @@ def seed_fixed_points(run: ModelRun, results: list[SVIRun], sd_rel_se: float | N
             "z_limit": verdict["z_limit"], "text": verdict["text"], "by_site": residual_by_site(run.joint, own),
         })
     pooled = pool_seed_residuals(residuals, sd_rel_se)
-    changes = np.mean(np.stack([r.sigma_changes for r in results]), axis=0)
     pooled["diagnosis"] = diagnose(pooled, changes, names, minibatch=minibatch, family=family)
     pooled["by_site"] = residual_by_site(run.joint, pooled)
     return pooled, per_seed
