@@ -148,7 +148,7 @@ def test_ivon_runs_on_a_model_file_without_a_module_on_its_mini_batches(monkeypa
     log joint, on the mean-field fit's mini-batches where the model is large (forced here)."""
     from pathlib import Path
 
-    import study.methods.svi as svi
+    import study.methods.svi.plan as svi
     from models import load_model_file
     from study.core.context import ModelRun
     from study.core.settings import Settings

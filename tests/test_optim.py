@@ -9,7 +9,7 @@ import pyro
 import pytest
 import torch
 
-import study.methods.svi as svi_module
+import study.methods.svi.loop as svi_module
 from study.methods.optim import ScaledLocAdam
 from study.methods.svi import optimise, run_and_average
 

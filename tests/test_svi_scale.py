@@ -67,7 +67,7 @@ def test_price_residual_per_layer_is_a_mean_not_the_biased_median():
 def test_scale_plan_small_and_large(monkeypatch):
     small = make_run("digits_mlp_1k")
     assert svi.scale_plan(small)["regime"] == "small" and svi.scale_plan(small)["lr_hold_fraction"] == 0.0
-    monkeypatch.setattr(svi, "LARGE_MODEL_DIM", 100)
+    monkeypatch.setattr(svi.plan, "LARGE_MODEL_DIM", 100)
     plan = svi.scale_plan(small)
     assert plan["regime"] == "large" and plan["fixed_point"] == "price"
     assert plan["lr_hold_fraction"] == svi.LARGE_LR_HOLD
@@ -131,7 +131,7 @@ def test_large_networks_fit_in_float32_and_report_float64(monkeypatch):
 
     from study.methods.ivon import fit_ivon
 
-    monkeypatch.setattr(svi, "LARGE_MODEL_DIM", 100)
+    monkeypatch.setattr(svi.plan, "LARGE_MODEL_DIM", 100)
     pyro.set_rng_seed(0)  # the MAP search starts from a draw of the prior (init_to_sample)
     run = make_run("digits_mlp_1k", svi_steps=400, svi_seeds=1)
     assert run.spec.large_fit_dtype == "float32" and svi.scale_plan(run)["dtype"] == "float32"
@@ -158,10 +158,10 @@ def test_large_networks_fit_in_float32_and_report_float64(monkeypatch):
 
     # Below the regime's threshold every fit is float64, whatever the model asks for.
     run.spec = replace(run.spec, large_fit_dtype="float32")
-    monkeypatch.setattr(svi, "LARGE_MODEL_DIM", 10**6)
+    monkeypatch.setattr(svi.plan, "LARGE_MODEL_DIM", 10**6)
     assert svi.scale_plan(run)["dtype"] == "float64" and svi.fit_dtype(run) == torch.float64
     run.spec = replace(run.spec, large_fit_dtype="float16")
-    monkeypatch.setattr(svi, "LARGE_MODEL_DIM", 100)
+    monkeypatch.setattr(svi.plan, "LARGE_MODEL_DIM", 100)
     with pytest.raises(ValueError, match="large_fit_dtype must be one of"):
         svi.scale_plan(run)
 
