@@ -27,7 +27,7 @@ import torch
 from study.core.context import ModelRun
 from study.methods.laplace import laplace_covariance, map_and_hessian
 from study.core.results import Fit
-from study.methods.svi import optimise
+from study.methods.svi.seeds import fit_seeds
 
 METHODS = ("svi_meanfield", "laplace_diag", "laplace_full")
 
@@ -83,7 +83,7 @@ def loglog_slopes(sizes: list[int], sd: np.ndarray) -> np.ndarray:
 def _fit_at(run: ModelRun, seed: int) -> dict[str, np.ndarray]:
     found = map_and_hessian(run)
     _, covariance = laplace_covariance(run)
-    result = optimise(run, "svi_meanfield", seed=seed)
+    result = fit_seeds(run, [seed])[0]  # the engine of the mean-field fit, one seed
     return {
         "svi_meanfield": result.sd,
         "laplace_diag": 1.0 / np.sqrt(np.diag(found["hessian"].numpy())),

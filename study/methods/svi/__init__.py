@@ -22,6 +22,7 @@ The parts, one file each:
 ``start``       the means at the MAP, sigma at the diagonal Laplace sd
 ``plan``        particles, mini-batches, precision: the small and the large regime
 ``loop``        one fit through Pyro's ``SVI`` (the expected-loss run, the large regime)
+``seeds``       the mean-field seeds as one vectorised fit, each on its own random stream
 ``meanfield``   the study's two fits: the seeds pooled, their fixed points, the collapse run
 ==============  ===========================================================================
 """
@@ -38,12 +39,15 @@ from study.methods.svi.plan import (
     FIT_DTYPES, LARGE_ELBO_DRAWS, LARGE_LR_HOLD, LARGE_MODEL_DIM, LARGE_PARTICLES, LARGE_RESIDUAL_PAIRS,
     LARGE_SUBSAMPLE, data_rows, fit_dtype, large_fit_dtype, particles, precision, scale_plan,
 )
+from study.methods.svi.seeds import batches_seeds, fit_seeds
 from study.methods.svi.start import set_guide_scales, sigma_start, start_point
 from study.methods.svi.stopping import (
     STOP_FAMILY_FALSE_ALARM, converged, drift_beyond_noise, drift_noise_limit, drift_standard_error,
 )
 
 __all__ = [
+    "batches_seeds",
+    "fit_seeds",
     "AveragedIterates",
     "run_and_average",
     "SVIRun",

@@ -13,6 +13,7 @@ from study.core.draws import diagonal_gaussian_draws
 from study.core.results import Fit
 from study.methods.svi.loop import SVIRun, _log_sigma_slope, _trajectory, elbo_estimate, optimise
 from study.methods.svi.plan import LARGE_RESIDUAL_PAIRS, scale_plan
+from study.methods.svi.seeds import batches_seeds, fit_seeds, seeds_wall_seconds
 from study.methods.svi.stopping import drift_beyond_noise
 
 
@@ -51,7 +52,8 @@ def seed_standard_errors(values: np.ndarray) -> dict:
 def fit_svi_meanfield(run: ModelRun) -> Fit:
     """Mean-field ``AutoNormal`` by the full ELBO (``Trace_ELBO``, vectorised particles).
 
-    ``svi_seeds`` independent runs; ``mean``/``sd`` are their averages, ``info`` holds the
+    ``svi_seeds`` independent runs, as one vectorised fit where they can share it
+    (``study.methods.svi.seeds``); ``mean``/``sd`` are their averages, ``info`` holds the
     per-seed values, the standard error of ``sd`` and the fixed-point residual
     ``sigma_i^2 E_q[H_ii] - 1`` (``study.checks.fixed_point``), checked per seed at that
     seed's own ``q`` and pooled (``seed_fixed_points``).
@@ -60,7 +62,8 @@ def fit_svi_meanfield(run: ModelRun) -> Fit:
 
     s = run.settings
     K = max(1, s.svi_seeds)
-    results = [optimise(run, "svi_meanfield", seed=meanfield_seed(run, k)) for k in range(K)]
+    batched = batches_seeds(run)
+    results = fit_seeds(run, [meanfield_seed(run, k) for k in range(K)])
     result = results[0]
     means = np.stack([r.mean for r in results])  # (K, d)
     sds = np.stack([r.sd for r in results])
@@ -74,7 +77,8 @@ def fit_svi_meanfield(run: ModelRun) -> Fit:
               for r in results]
     spread = float(np.max(means.std(0, ddof=1) / sd)) if K > 1 else None
     info = {
-        "wall_seconds": sum(r.wall_seconds for r in results),
+        "wall_seconds": seeds_wall_seconds(results, batched),
+        "seeds_batched": batched,
         "steps": result.steps,
         "steps_per_seed": [r.steps for r in results],
         "step_cap": max(10, int(round(s.svi_steps * run.spec.svi_steps_scale))),
