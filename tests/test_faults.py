@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import re
+from concurrent.futures import Future
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -254,10 +255,29 @@ def test_a_warm_study_reads_cached_models_without_starting_workers(tmp_path, mon
         for method in methods:
             assert after.fits[method].info["cache"] == "reused"
             np.testing.assert_array_equal(after.fits[method].sd, before.fits[method].sd)
-    # A model with nothing cached still runs (alone, so in this process).
+    # A model with nothing cached still runs, alone: its two methods go out as two tasks, so
+    # that both workers fit (here in this process, through an executor that runs each at once).
+    submitted = []
+
+    class AtOnce:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def submit(self, fn, *args):
+            submitted.append(args[1])
+            future = Future()
+            future.set_result(fn(*args))
+            return future
+
+        def shutdown(self, *args, **kwargs):
+            pass
+
+    monkeypatch.setattr(runner, "ProcessPoolExecutor", AtOnce)
     mixed = runner.run_study(names + ["kidiq-kidscore_momiq"], methods, FAST, workers=2, progress=False,
                              cache_dir=tmp_path)
+    assert submitted == [["laplace_full"], ["laplace_diag"]]
     assert [m.name for m in mixed.models] == names + ["kidiq-kidscore_momiq"]
+    assert list(mixed.models[2].fits) == methods
     assert mixed.models[2].fits["laplace_full"].info["cache"] == "stored"
 
 

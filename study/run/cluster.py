@@ -46,21 +46,7 @@ from study.core.errors import one_line
 from study.core.results import FAILED, OK, SKIPPED, Fit, ModelResult, StudyResult
 from study.core.settings import Settings
 from study.methods import METHODS
-from study.run.runner import mark_flagged, resolve, run_model, versions
-
-# method -> the method whose fit (and shared draws) it reuses; they run in one task. The
-# curvature references are taken at the mean-field mean when svi_meanfield runs, at the MAP
-# otherwise (``study.methods.curvature.evaluation_point``): in a task of their own they would
-# describe another point than in the serial run.
-FIT_DEPENDENCIES = {
-    "svi_meanfield_lr": "svi_meanfield",
-    "data_sweep": "svi_meanfield",
-    "hessian_diag": "svi_meanfield",
-    "ggn_diag": "svi_meanfield",
-    "kfac": "svi_meanfield",
-    "laplace_last_layer": "svi_meanfield",
-    "kl_ablation": "expected_loss",
-}
+from study.run.runner import mark_flagged, method_groups, resolve, run_model, versions
 
 LOCAL = "local"
 
@@ -71,32 +57,6 @@ _ONE_FIT_AT_A_TIME = threading.Lock()
 
 class SchedulerError(RuntimeError):
     """No cluster to run on: dask.distributed is missing or the scheduler cannot be reached."""
-
-
-def method_groups(methods: list[str]) -> list[list[str]]:
-    """The requested methods split into tasks: each with the methods that reuse its fit.
-
-    Parameters
-    ----------
-    methods : list of str
-        Method names (any order).
-
-    Returns
-    -------
-    list of list of str
-        Groups in ``METHODS`` order, methods inside a group in ``METHODS`` order.
-    """
-    ordered = [m for m in METHODS if m in methods]
-
-    def root(method: str) -> str:
-        while method in FIT_DEPENDENCIES and FIT_DEPENDENCIES[method] in ordered:
-            method = FIT_DEPENDENCIES[method]
-        return method
-
-    groups: dict[str, list[str]] = {}
-    for method in ordered:
-        groups.setdefault(root(method), []).append(method)
-    return list(groups.values())
 
 
 def fit_group(source: str, methods: list[str], settings: Settings, progress: bool,

@@ -21,6 +21,7 @@ import platform
 import re
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from functools import lru_cache
 from multiprocessing import get_context
@@ -425,6 +426,63 @@ def model_line(model: ModelResult) -> str:
             f"{counts[FAILED]} failed{skipped}")
 
 
+# method -> the method whose fit (and shared draws) it reuses; they run in one task. The
+# curvature references are taken at the mean-field mean when svi_meanfield runs, at the MAP
+# otherwise (``study.methods.curvature.evaluation_point``): in a task of their own they would
+# describe another point than in the serial run.
+FIT_DEPENDENCIES = {
+    "svi_meanfield_lr": "svi_meanfield",
+    "data_sweep": "svi_meanfield",
+    "hessian_diag": "svi_meanfield",
+    "ggn_diag": "svi_meanfield",
+    "kfac": "svi_meanfield",
+    "laplace_last_layer": "svi_meanfield",
+    "kl_ablation": "expected_loss",
+}
+
+def method_groups(methods: list[str]) -> list[list[str]]:
+    """The requested methods split into tasks: each with the methods that reuse its fit.
+
+    Parameters
+    ----------
+    methods : list of str
+        Method names (any order).
+
+    Returns
+    -------
+    list of list of str
+        Groups in ``METHODS`` order, methods inside a group in ``METHODS`` order.
+    """
+    ordered = [m for m in METHODS if m in methods]
+
+    def root(method: str) -> str:
+        while method in FIT_DEPENDENCIES and FIT_DEPENDENCIES[method] in ordered:
+            method = FIT_DEPENDENCIES[method]
+        return method
+
+    groups: dict[str, list[str]] = {}
+    for method in ordered:
+        groups.setdefault(root(method), []).append(method)
+    return list(groups.values())
+
+
+def merge_parts(parts: list[ModelResult]) -> ModelResult:
+    """One model's result from the results of its method groups (each a ``run_model`` on a group).
+
+    Every group built the same model from the same seeds, so any built part describes it; the
+    fits come in ``METHODS`` order and the wall time is the groups' sum. A model that failed or
+    was skipped before its fits is that part's result.
+    """
+    for part in parts:
+        if part.status != OK:
+            return part
+    model = parts[0]
+    fits = {name: fit for part in parts for name, fit in part.fits.items()}
+    model.fits = {name: fits[name] for name in METHODS if name in fits}
+    model.wall_seconds = sum(part.wall_seconds for part in parts)
+    return model
+
+
 def run_study(
     sources: list[str],
     methods: list[str],
@@ -460,20 +518,34 @@ def run_study(
     todo = [i for i, model in enumerate(models) if model is None]
     drawn: dict = {}
     drawn_idata: dict = {}
-    if workers > 1 and len(todo) > 1:
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=get_context("spawn"),
+    # Fewer models than workers would leave workers idle: each model's methods then go out as
+    # tasks of their own, in the groups that share a fit (``method_groups``), as on Dask.
+    groups = method_groups(methods) if workers > 1 and len(todo) < workers else []
+    tasks = [(i, group) for i in todo for group in groups] if len(groups) > 1 else [(i, None) for i in todo]
+    if workers > 1 and len(tasks) > 1:
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=get_context("spawn"),
                                    initializer=_watch_parent, initargs=(os.getpid(),))
         try:
-            futures = {pool.submit(_worker, sources[i], methods, settings, progress, cache_dir, after_model): i
-                       for i in todo}
-            parts = {}
+            futures = {pool.submit(_worker, sources[i], group or methods, settings, progress, cache_dir,
+                                   None if group else after_model): (i, group)
+                       for i, group in tasks}
+            parts, pieces = {}, {}
+            outstanding = Counter(i for i, _ in tasks)
             for future in as_completed(futures):
-                i = futures[future]
-                models[i], *parts[i] = _collect(future, sources[i])
+                i, group = futures[future]
+                if group is None:
+                    models[i], *parts[i] = _collect(future, sources[i])
+                else:
+                    pieces.setdefault(i, []).append(_collect(future, sources[i])[0])
+                outstanding[i] -= 1
+                if outstanding[i]:
+                    continue
+                if group is not None:
+                    models[i] = merge_parts(pieces.pop(i))
                 if on_model is not None:
                     on_model(models[i])
             for i in todo:  # in the models' order, whatever order they finished in
-                entries, idata = parts[i]
+                entries, idata = parts.get(i, ({}, {}))
                 drawn.update(entries)
                 drawn_idata.update(idata)
         except BaseException:
