@@ -148,7 +148,7 @@ def seed_fixed_points(run: ModelRun, results: list[SVIRun], sd_rel_se: float | N
     seed-to-seed relative sd ``sd_rel_se sqrt(K)``. The pool (``pool_seed_residuals``) averages
     the residuals, never the means: it is what the fit reports as ``info["fixed_point"]``. The
     pool's ``d`` residuals and the seeds' ``K d`` are one family of tests (``z_limit`` over
-    ``(K + 1) d``), so that a fit at its fixed point is flagged in 1% of runs, as one check was.
+    ``(K + 1) d``), at the rate of one check (``study.checks.fixed_point.FAMILY_FALSE_ALARM``).
 
     Returns
     -------
