@@ -137,12 +137,6 @@ class ModelSpec:
         onto the wrong cycle).
     svi_steps_scale : float
         Multiplies the default number of SVI steps (slow-mixing models).
-    svi_lr_hold : float
-        The fraction of the mean-field fit's step cap run at ``lr_start`` before the rate
-        starts to decay (default 0: it decays from the first step). For a fit whose slow
-        part needs steps at a high rate before the decay (a network whose mean-field fit
-        switches hidden units off). Fits above ``study.methods.svi.LARGE_MODEL_DIM`` latents
-        hold for at least ``LARGE_LR_HOLD``.
     svi_particles : int or None
         At most this many particles per SVI step (fewer than the settings' where a step's
         cost grows with them: a network's forward pass over every row). The fits report
@@ -179,7 +173,6 @@ class ModelSpec:
     needs_posteriordb: bool = False
     map_starts: int = 1
     svi_steps_scale: float = 1.0
-    svi_lr_hold: float = 0.0
     svi_particles: int | None = None
     large_fit_dtype: str = "float64"
     nuts_max_tree_depth: int = 10

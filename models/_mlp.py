@@ -273,7 +273,7 @@ NETWORKS, ON_REQUEST = "networks", "on_request"
 
 def network_spec(name: str, pretty_name: str, sizes: Sequence[int], likelihood: str, data,
                  data_text: str, prior_precision: float = 1.0, noise_scale: float = 1.0,
-                 on_request: bool = False, svi_steps_scale: float = 1.0, svi_lr_hold: float = 0.0):
+                 on_request: bool = False):
     """The ``ModelSpec`` of one rung of a network ladder.
 
     Parameters
@@ -292,8 +292,6 @@ def network_spec(name: str, pretty_name: str, sizes: Sequence[int], likelihood: 
         As in ``NetworkModel``.
     on_request : bool
         Leave the rung out of the default study (it runs when selected).
-    svi_steps_scale, svi_lr_hold : float
-        As in ``ModelSpec``: a longer mean-field fit, and its rate held at the start.
     """
     from pyro.infer.autoguide.initialization import init_to_sample
 
@@ -331,8 +329,6 @@ def network_spec(name: str, pretty_name: str, sizes: Sequence[int], likelihood: 
         nuts_max_tree_depth=4,
         # A network's SVI step costs in proportion to its particles (study.methods.svi.particles).
         svi_particles=8,
-        svi_steps_scale=svi_steps_scale,
-        svi_lr_hold=svi_lr_hold,
         # Above study.methods.svi.LARGE_MODEL_DIM weights (the 10^4 rungs and up) the mean-field
         # and IVON fits run in float32: their step is the hidden layer's matrix products.
         large_fit_dtype="float32",

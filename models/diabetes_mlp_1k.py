@@ -18,10 +18,4 @@ SPEC = network_spec(
     prior_precision=1.0,
     noise_scale=0.7,
     on_request=False,
-    # Its mean-field fit switches hidden units off, slowly: at the default 3,000 steps sigma
-    # still moved 7-9% within the averaging window in every seed (each seed at its own fixed
-    # point). 16,000 steps with the rate held at its start for the first half leave 4.5-4.8%,
-    # under the 5% that flags a fit; 12,000 left 4.5-6.1%.
-    svi_steps_scale=16_000 / 3_000,
-    svi_lr_hold=0.5,
 )

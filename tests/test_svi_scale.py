@@ -188,15 +188,3 @@ def test_held_learning_rate_then_decays_to_its_end():
     assert rates[0] == rates[hold] == 0.05 and rates[hold + 1] < 0.05
     assert abs(rates[steps] - 0.0005) < 1e-12
 
-
-def test_a_model_can_hold_its_rate_at_the_start_of_the_fit():
-    from dataclasses import replace
-
-    from study.core.context import ModelRun
-
-    run = make_run("diabetes_mlp_1k")
-    assert svi.scale_plan(run)["regime"] == "small" and svi.scale_plan(run)["lr_hold_fraction"] == 0.5
-    assert svi.scale_plan(make_run("seed_linear"))["lr_hold_fraction"] == 0.0
-    bad = ModelRun.create(replace(run.spec, svi_lr_hold=1.0), run.settings, run.data)
-    with pytest.raises(ValueError, match=r"svi_lr_hold must be a number in \[0, 1\), got 1.0"):
-        svi.scale_plan(bad)

@@ -56,14 +56,6 @@ def data_rows(run: ModelRun) -> int | None:
     return max(sizes) if sizes else None
 
 
-def lr_hold(run: ModelRun, floor: float = 0.0) -> float:
-    """The fraction of the step cap at ``lr_start``: the model's ``svi_lr_hold``, at least ``floor``, checked."""
-    value = run.spec.svi_lr_hold
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"svi_lr_hold must be a number in [0, 1), got {value!r}")
-    return max(float(value), floor)
-
-
 def scale_plan(run: ModelRun) -> dict:
     """How a mean-field fit of this model runs: particles, data subsampling, check costs.
 
@@ -91,13 +83,13 @@ def scale_plan(run: ModelRun) -> dict:
     n = None
     if run.joint.dim <= LARGE_MODEL_DIM:
         return {"regime": "small", "particles": particles(run), "subsample_size": None,
-                "elbo_draws": s.elbo_draws, "fixed_point": "hessian", "dtype": "float64", "lr_hold_fraction": lr_hold(run)}
+                "elbo_draws": s.elbo_draws, "fixed_point": "hessian", "dtype": "float64", "lr_hold_fraction": 0.0}
     if _accepts_subsample(run.spec.model):
         n = data_rows(run)
     subsample = LARGE_SUBSAMPLE if n is not None and n > LARGE_SUBSAMPLE else None
     return {"regime": "large", "particles": min(particles(run), LARGE_PARTICLES), "subsample_size": subsample,
             "elbo_draws": min(s.elbo_draws, LARGE_ELBO_DRAWS), "fixed_point": "price",
-            "dtype": large_fit_dtype(run), "lr_hold_fraction": lr_hold(run, LARGE_LR_HOLD)}
+            "dtype": large_fit_dtype(run), "lr_hold_fraction": LARGE_LR_HOLD}
 
 
 FIT_DTYPES = {"float64": torch.float64, "float32": torch.float32}
