@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from study.checks.fixed_point import Z_LIMIT
+from study.checks.fixed_point import z_limit
 from study.report.answer import fmt
 from study.report.summary import TOLERANCE
 from study.report.topics.networks import TRACK_FACTOR
@@ -105,7 +105,7 @@ def fixed_point_claim(answer: dict) -> Claim | None:
     short = len(verdicts) - len(settled)
     tail = f"; {short} of {len(verdicts)} stopped short of it" if short else ""
     text = (f"The mean-field [fixed point](@fixed point) σᵢ⁻² = E_q[Hᵢᵢ] holds, no residual beyond its limit (at least "
-            f"{Z_LIMIT:g} [SE](@SE)), in **{held} of {len(settled)}** mean-field fits whose σ settled{tail}.")
+            f"{z_limit(1):.2g} [SE](@SE)), in **{held} of {len(settled)}** mean-field fits whose σ settled{tail}.")
     return Claim("fixed_point", text, "fixed-point", "Fixed point", float(held), None)
 
 

@@ -175,7 +175,7 @@ def flags(fit: Fit) -> list[str]:
     if diagnosis.get("off"):
         names = diagnosis["off"]
         out.append(
-            f"fixed-point residual σᵢ²E_q[Hᵢᵢ] − 1 beyond {diagnosis.get('z_limit', 3.0):g} SE for {len(names)} of "
+            f"fixed-point residual σᵢ²E_q[Hᵢᵢ] − 1 beyond {diagnosis.get('z_limit', 3.0):.2g} SE for {len(names)} of "
             f"{len(fit.param_names) or len(names)} parameters (largest |z| {diagnosis.get('max_abs_z', float('nan')):.3g}, "
             f"verdict: {diagnosis.get('verdict', '?')}): σ is not at the mean-field fixed point"
         )

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 
-from study.checks.fixed_point import Z_LIMIT
+from study.checks.fixed_point import z_limit
 from study.core.results import ModelResult
 from study.report.answer import fmt, named_or_counted, with_se
 from study.report.document import Heading, Image, Paragraph, Table, slug
@@ -47,7 +47,7 @@ def overlay_fixed_point(ax, model: ModelResult, color: str = "C3", label: str = 
 
 
 def fixed_point_figure(model: ModelResult, fig_dir: Path) -> Image | None:
-    """Left: σ against 1/√E_q[Hᵢᵢ] (identity line). Right: the residual rᵢ with ±3 SE bars."""
+    """Left: σ against 1/√E_q[Hᵢᵢ] (identity line). Right: the residual rᵢ with bars out to the fit's limit."""
     fit = usable_fit(model, "svi_meanfield")
     fixed = fit.info.get("fixed_point", {}) if fit is not None else {}
     if "r" not in fixed:
@@ -67,18 +67,22 @@ def fixed_point_figure(model: ModelResult, fig_dir: Path) -> Image | None:
     r = np.asarray(fixed["r"])
     se = np.asarray(fixed["se"])
     index = np.arange(len(r))
-    off = np.abs(np.asarray(fixed["z"])) > 3
-    ax_r.errorbar(index[~off], r[~off], yerr=3 * se[~off], fmt="o", ms=3.5, color="C0", lw=0.8, label="within 3 SE")
+    limit = float((fixed.get("diagnosis") or {}).get("z_limit") or z_limit(len(r)))
+    off = np.abs(np.asarray(fixed["z"])) > limit
+    bars = f"±{limit:.2g} SE"
+    ax_r.errorbar(index[~off], r[~off], yerr=limit * se[~off], fmt="o", ms=3.5, color="C0", lw=0.8,
+                  label=f"within {limit:.2g} SE")
     if off.any():
-        ax_r.errorbar(index[off], r[off], yerr=3 * se[off], fmt="o", ms=3.5, color="C3", lw=0.8, label="beyond 3 SE")
+        ax_r.errorbar(index[off], r[off], yerr=limit * se[off], fmt="o", ms=3.5, color="C3", lw=0.8,
+                      label=f"beyond {limit:.2g} SE")
     ax_r.axhline(0, color="k", lw=0.8)
-    ax_r.set(xlabel="parameter index", ylabel="rᵢ (bars: ±3 SE)", title="residual rᵢ = σᵢ²·E_q[Hᵢᵢ] − 1")
+    ax_r.set(xlabel="parameter index", ylabel=f"rᵢ (bars: {bars})", title="residual rᵢ = σᵢ²·E_q[Hᵢᵢ] − 1")
     ax_r.legend(fontsize=7)
     fig.suptitle(model.title, fontsize=10)
     path = save(fig, dpi=DETAIL_DPI, path=fig_dir / f"fixed-point-{slug(model.name)}.png")
     return Image(path, f"Fixed-point check for {model.name}",
                  "Mean-field σ against the inverse square root of the expected Hessian diagonal under q, and "
-                 "the residual rᵢ per parameter with ±3 SE bars (SE: the Hessian draws and the seeds).")
+                 "the residual rᵢ per parameter with bars out to the fit's limit (SE: the Hessian draws and the seeds).")
 
 
 def fixed_point_answer(study, answer: dict) -> list:
@@ -100,7 +104,7 @@ def fixed_point_answer(study, answer: dict) -> list:
     text = (
         "At a converged mean-field optimum every rᵢ = σᵢ²·E_q[Hᵢᵢ] − 1 is 0 (Opper & Archambeau 2009), "
         "Hᵢᵢ being the exact Hessian diagonal of −log p in unconstrained space, averaged over q by Monte Carlo "
-        f"(antithetic draws). Measured: the fixed point holds (every |rᵢ| within {Z_LIMIT:g} SE) on "
+        f"(antithetic draws). Measured: the fixed point holds (every |rᵢ| within its limit, at least {z_limit(1):.2g} SE) on "
         f"{len(held)} of {len(verdicts)} models"
     )
     if short:
@@ -110,7 +114,7 @@ def fixed_point_answer(study, answer: dict) -> list:
                  "as the ELBO sees it)")
     text += ". Each model's section names the parameters and the likelier cause."
     table = Table(
-        columns=["model", "seeds", "relative SE of σ", "max |rᵢ|", "max |rᵢ|/SEᵢ", "beyond 3 SE", "verdict"],
+        columns=["model", "seeds", "relative SE of σ", "max |rᵢ|", "max |rᵢ|/SEᵢ", "beyond the limit", "verdict"],
         rows=rows,
         caption="rᵢ: the mean over seeds of each seed's residual at its own q. SE of r: the Hessian draws and "
                 "the seed-to-seed error of σ, by the delta method.",

@@ -9,7 +9,7 @@ import numpy as np
 
 
 from study.core.results import OK, StudyResult
-from study.checks.fixed_point import Z_LIMIT
+from study.checks.fixed_point import z_limit
 from study.report.answer import QUESTION, fmt, with_se
 from study.report.claims import GLOSSARY, GLOSSARY_ANCHOR, claim_markdown, claims, term_anchor
 from study.report.document import Heading, Image, Numbered, Paragraph, Table, Terms, slug
@@ -105,7 +105,7 @@ def model_index(study: StudyResult, answer: dict) -> Table:
                "as in the benchmark's per-model table). Verdict: each median within ±"
                f"{round(100 * TOLERANCE)}% of 1 or not; \"as predicted\": σ_SVI / ref sd within ±"
                f"{round(100 * TOLERANCE)}% of the shortfall law's √(1 − Rᵢ²). Fixed point: the verdict of the "
-               f"check σᵢ⁻² = E_q[Hᵢᵢ] and how many residuals lie beyond its limit (at least {Z_LIMIT:g} SE). Status: ok, "
+               f"check σᵢ⁻² = E_q[Hᵢᵢ] and how many residuals lie beyond its limit (at least {z_limit(1):.2g} SE). Status: ok, "
                "or the fits that failed or are flagged (the model's section says why; skipped methods are listed "
                "there too).")
     if any_untrusted:
