@@ -63,7 +63,8 @@ class Method:
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("svi_meanfield", "mean-field AutoNormal, full ELBO (Trace_ELBO), iterate-averaged", fit_svi_meanfield),
+        Method("svi_meanfield", "mean-field Gaussian (AutoNormal's parameters), full ELBO, the seeds in one "
+               "vectorised fit, iterate-averaged", fit_svi_meanfield),
         Method("svi_meanfield_lr", "linear-response covariance of the mean-field fit (Giordano, Broderick & Jordan 2018)", lrvb.fit_svi_meanfield_lr, guarded("svi_meanfield_lr", lrvb.applicability), stores_skip=True),
         Method("svi_lowrank", "AutoLowRankMultivariateNormal (rank round(sqrt(d))), full ELBO, iterate-averaged", guides.fit_svi_lowrank, guarded("svi_lowrank")),
         Method("svi_fullrank", "AutoMultivariateNormal (dense Cholesky factor), full ELBO, iterate-averaged", guides.fit_svi_fullrank, guarded("svi_fullrank")),

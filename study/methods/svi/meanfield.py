@@ -50,7 +50,7 @@ def seed_standard_errors(values: np.ndarray) -> dict:
 
 
 def fit_svi_meanfield(run: ModelRun) -> Fit:
-    """Mean-field ``AutoNormal`` by the full ELBO (``Trace_ELBO``, vectorised particles).
+    """Mean-field Gaussian (``AutoNormal``'s parameters) by the full ELBO, vectorised particles.
 
     ``svi_seeds`` independent runs, as one vectorised fit where they can share it
     (``study.methods.svi.seeds``); ``mean``/``sd`` are their averages, ``info`` holds the
