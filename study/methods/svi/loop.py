@@ -17,7 +17,7 @@ from study.core.context import ModelRun
 from study.core.draws import diagonal_gaussian_draws
 from study.methods.laplace import map_and_hessian
 from study.methods.optim import ScaledLocAdam
-from study.methods.svi.averaging import run_and_average
+from study.methods.svi.averaging import AveragedIterates, run_and_average
 from study.methods.svi.objectives import CheckedJitELBO, masked_objective
 from study.methods.svi.plan import FIT_DTYPES, _cast_init, _to_fit, precision, scale_plan
 from study.methods.svi.start import set_guide_scales, sigma_start, start_point
@@ -75,6 +75,19 @@ class SVIRun:
     averaged_steps: int = 0  # iterates in the averaging window
     sigma_change_se: np.ndarray | None = None  # (d,): Monte Carlo SE of sigma_changes (0 where unknown)
     sigma_change_dof: int | None = None  # degrees of freedom behind sigma_change_se
+
+    @classmethod
+    def from_trace(cls, trace: AveragedIterates, init_from: str, sigma_from: str, jit: bool) -> "SVIRun":
+        """The run ``trace`` records (``run_and_average``, ``IterateAverager``), its start and engine."""
+        changes = trace.sd_second / trace.sd_first - 1.0
+        return cls(
+            mean=trace.mean.numpy(), sd=trace.spread.numpy(), last_mean=trace.last_loc.numpy(),
+            last_sd=trace.last_sd.numpy(), steps=len(trace.losses), loss=trace.losses,
+            record_steps=trace.record_steps, log_sigma=trace.log_sd, sigma_drift=float(changes.abs().max()),
+            wall_seconds=trace.wall_seconds, init_from=init_from, sigma_from=sigma_from, jit=jit,
+            sigma_changes=changes.numpy(), averaged_steps=trace.averaged_steps,
+            sigma_change_se=trace.drift_se.numpy(), sigma_change_dof=trace.drift_dof,
+        )
 
 
 def optimise(
@@ -143,26 +156,7 @@ def optimise(
     with precision(dtype):
         trace = run_and_average(svi, run, method, steps, snapshot, stop_early=constant_lr is None, data=data,
                                 hold_steps=hold)
-    changes = trace.sd_second / trace.sd_first - 1.0
-    return SVIRun(
-        mean=trace.mean.numpy(),
-        sd=trace.spread.numpy(),
-        last_mean=trace.last_loc.numpy(),
-        last_sd=trace.last_sd.numpy(),
-        steps=len(trace.losses),
-        loss=trace.losses,
-        record_steps=trace.record_steps,
-        log_sigma=trace.log_sd,
-        sigma_drift=float(changes.abs().max()),
-        wall_seconds=trace.wall_seconds,
-        init_from=init_from,
-        sigma_from=sigma_from,
-        jit=bool(loss.use_jit),
-        sigma_changes=changes.numpy(),
-        averaged_steps=trace.averaged_steps,
-        sigma_change_se=trace.drift_se.numpy(),
-        sigma_change_dof=trace.drift_dof,
-    )
+    return SVIRun.from_trace(trace, init_from, sigma_from, bool(loss.use_jit))
 
 
 def elbo_estimate(run: ModelRun, mean: np.ndarray, sd: np.ndarray, seed: int) -> tuple[float, float]:

@@ -200,18 +200,7 @@ def fit_seeds(run: ModelRun, seeds: list[int], method: str = "svi_meanfield") ->
             moments = [m[keep] for m in moments]
             generators = [generators[int(r)] for r in keep]
     bar.close()
-    out = []
-    for trace in averager.results:
-        changes = trace.sd_second / trace.sd_first - 1.0
-        out.append(SVIRun(
-            mean=trace.mean.numpy(), sd=trace.spread.numpy(), last_mean=trace.last_loc.numpy(),
-            last_sd=trace.last_sd.numpy(), steps=len(trace.losses), loss=trace.losses,
-            record_steps=trace.record_steps, log_sigma=trace.log_sd, sigma_drift=float(changes.abs().max()),
-            wall_seconds=trace.wall_seconds, init_from=init_from, sigma_from=sigma_from,
-            jit=bool(objective.use_jit), sigma_changes=changes.numpy(), averaged_steps=trace.averaged_steps,
-            sigma_change_se=trace.drift_se.numpy(), sigma_change_dof=trace.drift_dof,
-        ))
-    return out
+    return [SVIRun.from_trace(trace, init_from, sigma_from, bool(objective.use_jit)) for trace in averager.results]
 
 
 def seeds_wall_seconds(results: list[SVIRun], batched: bool) -> float:
