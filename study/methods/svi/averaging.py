@@ -37,6 +37,11 @@ class AveragedIterates:
     wall_seconds: float
 
 
+def rows_kept(count: int, left: list[int]) -> torch.Tensor:
+    """The indices of ``count`` rows without the rows ``left`` (those whose seed stopped)."""
+    return torch.tensor([r for r in range(count) if r not in left], dtype=torch.long)
+
+
 def _rows(value, keep: torch.Tensor):
     """``value``'s rows ``keep`` (a float, the sum before its first term, stays as it is)."""
     return value[keep] if torch.is_tensor(value) else value
@@ -204,7 +209,7 @@ class IterateAverager:
 
     def _drop(self, rows: list[int]) -> None:
         """The rows ``rows`` leave; every running sum keeps the others."""
-        keep = torch.tensor([r for r in range(self.running) if r not in rows], dtype=torch.long)
+        keep = rows_kept(self.running, rows)
         self.seed_of = [self.seed_of[int(r)] for r in keep]
         self.sums = {k: _rows(v, keep) for k, v in self.sums.items()}
         self.window_parts = {k: [p[keep] for p in v] for k, v in self.window_parts.items()}

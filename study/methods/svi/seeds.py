@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from study.core.context import ModelRun
 from study.methods.laplace import MapNotFound, map_and_hessian
-from study.methods.svi.averaging import IterateAverager
+from study.methods.svi.averaging import IterateAverager, rows_kept
 from study.methods.svi.loop import SVIRun, optimise
 from study.methods.svi.objectives import NonFiniteLoss
 from study.methods.svi.plan import scale_plan
@@ -195,7 +195,7 @@ def fit_seeds(run: ModelRun, seeds: list[int], method: str = "svi_meanfield") ->
         if not averager.running:
             break
         if stopped:
-            keep = torch.tensor([r for r in range(loc.shape[0]) if r not in stopped], dtype=torch.long)
+            keep = rows_kept(loc.shape[0], stopped)  # the rows the averager kept
             loc, rho = loc[keep], rho[keep]
             moments = [m[keep] for m in moments]
             generators = [generators[int(r)] for r in keep]
