@@ -331,11 +331,11 @@ def _start_weights(run: ModelRun) -> tuple[torch.Tensor, str]:
 
     Above the size guard the MAP search builds no Hessian (``study.methods.laplace.find_map``).
     """
-    from study.methods.laplace import MapNotFound, map_and_hessian
+    from study.methods.laplace import NO_MAP, map_and_hessian
 
     try:
         return map_and_hessian(run)["z"], "MAP"
-    except (MapNotFound, torch.linalg.LinAlgError, ValueError, RuntimeError):
+    except NO_MAP:
         return run.joint.init_z.detach(), "model init"
 
 

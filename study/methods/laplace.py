@@ -42,6 +42,11 @@ class MapNotFound(ArithmeticError):
     """The MAP search ended at a non-finite point or with a large gradient."""
 
 
+# What a method that starts from the shared MAP (``map_and_hessian``) catches to start elsewhere:
+# no MAP was found, or the search or its Hessian failed numerically.
+NO_MAP = (MapNotFound, torch.linalg.LinAlgError, ValueError, RuntimeError)
+
+
 # L-BFGS iterations of one MAP search.
 LBFGS_MAX_ITER = 5000
 # Above the size guard the search stops once a block of LARGE_MAP_BLOCK iterations lowers

@@ -47,7 +47,7 @@ from torch.distributions import transform_to
 from tqdm.auto import tqdm
 
 from study.core.context import ModelRun
-from study.methods.laplace import MapNotFound, map_and_hessian
+from study.methods.laplace import NO_MAP, map_and_hessian
 from study.methods.svi.averaging import IterateAverager, rows_kept
 from study.methods.svi.loop import SVIRun, optimise
 from study.methods.svi.objectives import NonFiniteLoss
@@ -80,7 +80,7 @@ def seed_starts(run: ModelRun, seeds: list[int]) -> tuple[torch.Tensor, str]:
     else the model's init, and where it came from."""
     try:
         z = map_and_hessian(run)["z"].detach().to(run.joint.dtype)
-    except (MapNotFound, torch.linalg.LinAlgError, ValueError, RuntimeError):
+    except NO_MAP:
         return torch.stack([_model_init(run, seed) for seed in seeds]), "model init"
     return z.expand(len(seeds), -1).clone(), "MAP"
 

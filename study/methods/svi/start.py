@@ -9,7 +9,7 @@ from pyro.infer.autoguide import AutoNormal
 from pyro.infer.autoguide.initialization import init_to_value
 
 from study.core.context import ModelRun
-from study.methods.laplace import MapNotFound, map_and_hessian
+from study.methods.laplace import NO_MAP, map_and_hessian
 
 
 def sigma_start(run: ModelRun, at_map: bool = True) -> tuple[torch.Tensor | None, str]:
@@ -34,7 +34,7 @@ def sigma_start(run: ModelRun, at_map: bool = True) -> tuple[torch.Tensor | None
         return None, fallback
     try:
         hessian = map_and_hessian(run)["hessian"]
-    except (MapNotFound, torch.linalg.LinAlgError, ValueError, RuntimeError):
+    except NO_MAP:
         return None, fallback
     if hessian is None:
         return None, fallback
@@ -81,7 +81,7 @@ def start_point(run: ModelRun):
     """
     try:
         z_map = map_and_hessian(run)["z"]
-    except (MapNotFound, torch.linalg.LinAlgError, ValueError, RuntimeError):
+    except NO_MAP:
         return run.init_loc_fn, "model init"
     # Copies: AutoNormal's parameters may share memory with their init values, and
     # the optimiser updates them in place; the cached MAP must stay untouched.
