@@ -302,6 +302,9 @@ def _run(argv: list[str] | None) -> int:
                               after_model=functools.partial(draw_model_section, report_dir=args.out))
         paths = write_all(study, args.out, workers=1 if args.scheduler else args.workers)
     except KeyboardInterrupt:
+        # A worker stopped in the middle of writing a cache entry or a figure is gone by now
+        # (run_study joins its workers): its temporary file goes with it.
+        remove_stale_temporaries(args.out)
         kept = "; finished fits are in the cache, the same command resumes" if cache_dir else ""
         print(f"interrupted: no output written or changed half-way{kept}", file=sys.stderr)
         return 130

@@ -308,6 +308,25 @@ def test_sigterm_exits_130_and_leaves_nothing_half_written(tmp_path):
     assert 1 <= len(_entries(out)) < N_FITS
 
 
+def test_an_interrupt_removes_what_a_worker_stopped_mid_write_left(tmp_path, monkeypatch):
+    # The race a two-worker Ctrl-C can lose: the main process terminates a worker that is
+    # renaming a cache entry into place, so the worker's own clean-up never runs. Once
+    # run_study has joined its workers, their temporaries are stale and must go.
+    import study.compare as compare
+
+    out = tmp_path / "out"
+    left = out / "cache" / "seed_linear" / f".svi_meanfield-0.npz.{_dead_pid()}.a1b2c3d4.tmp"
+
+    def stopped_mid_write(*args, **kwargs):
+        left.parent.mkdir(parents=True)
+        left.write_bytes(b"half an entry")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare, "run_study", stopped_mid_write)
+    assert main(["--quick", "--models", "seed_linear", "--no-progress", "--out", str(out)]) == 130
+    assert not left.exists()
+
+
 def test_a_rerun_reuses_every_fit_and_no_cache_recomputes(tmp_path, capsys):
     argv = ["--quick", "--steps", "150", "--models", "seed_linear", "--methods", "svi_meanfield", "laplace_full",
             "reference", "--workers", "1", "--no-progress", "--out", str(tmp_path)]

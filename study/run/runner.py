@@ -551,7 +551,7 @@ def run_study(
         except BaseException:
             # Ctrl-C or a kill: stop the workers now rather than after their models.
             # Finished fits are already in the cache; a worker stopped mid-write leaves
-            # only a temporary file, which the next run removes.
+            # only a temporary file, which the command removes once they are joined.
             processes = list((getattr(pool, "_processes", None) or {}).values())
             for process in processes:
                 process.terminate()
