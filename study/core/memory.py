@@ -162,7 +162,9 @@ class LiveBytes:
     than ``TOLERANCE`` above the last one found: until then the sum (which counts no frees,
     so never falls short) bounds every total. Looking it up after every operation cost a
     pass over all live storages per operation: 8 s of Lotka-Volterra's 24-s MAP and
-    Hessian, 22,000 operations with hundreds of storages alive.
+    Hessian, 22,000 operations with hundreds of storages alive. The count depends on the
+    operations alone, not on the addresses the allocator hands out: a new storage at a
+    freed one's address does not take the freed one out of the sum before a lookup would.
     """
 
     TOLERANCE = 0.05
@@ -181,6 +183,7 @@ class LiveBytes:
         self.peak = 0  # the bound: at least every total the block held
         self._found = 0  # the largest total found exactly, at a sweep
         self._live: dict[int, tuple[object, int]] = {}
+        self._unswept = 0  # bytes of storages found freed (their address reused) since the last sweep
         self._total = 0  # the live storages' bytes as of the last sweep, plus every new one since
         self._mode = _Mode()
 
@@ -193,6 +196,8 @@ class LiveBytes:
                 torch.UntypedStorage._free_weak_ref(ref)
                 del self._live[key]
                 self._total -= size
+        self._total -= self._unswept
+        self._unswept = 0
 
     def _count(self, out, inputs) -> None:
         import torch
@@ -206,10 +211,11 @@ class LiveBytes:
             storage = tensor.untyped_storage()
             key = storage.data_ptr()
             if key in self._live and torch.UntypedStorage._expired(self._live[key][0]):
-                # Freed since the last sweep and its address reused: the new storage replaces it.
+                # Freed since the last sweep and its address reused: its bytes stay in the sum
+                # until the next sweep, as if its address had not been reused.
                 ref, size = self._live.pop(key)
                 torch.UntypedStorage._free_weak_ref(ref)
-                self._total -= size
+                self._unswept += size
             if key and key not in self._live and key not in shared:
                 self._live[key] = (storage._weak_ref(), storage.nbytes())
                 self._total += storage.nbytes()

@@ -148,7 +148,7 @@ def fit_key(fingerprint: Mapping[str, Any], method: str, settings) -> str:
     document = {
         **fingerprint,
         "method": method,
-        "settings": settings.result_dict(),
+        "settings": settings.as_dict(),
         "fit_seed": settings.fit_seed(fingerprint["model"], method),
     }
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
