@@ -341,7 +341,7 @@ def diagnose(residual: dict, change: np.ndarray | None, names: list[str], miniba
     -------
     dict
         ``verdict`` (``"fixed point"``, ``"not converged"`` or ``"model"``), ``off``
-        (parameters beyond ``Z_LIMIT`` SE), ``moving`` (those of them still moving
+        (parameters beyond ``z_limit`` SE), ``moving`` (those of them still moving
         towards the fixed point), ``max_abs_r``, ``max_abs_z`` and ``text`` (one
         sentence for the report).
 
